@@ -1,0 +1,323 @@
+"""Backend specs, their discovery through entry points, and dispatch from an array to its backend.
+
+Nothing is discovered at ``import softmax_multi``: the entry-point group is read on the first
+call that needs it. Dispatch is a dict keyed by ``type(x)``; a miss checks the array classes each
+backend names as (module, class-name) strings against modules already in ``sys.modules``, so
+asking "is this a torch tensor?" never imports torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import importlib.util
+import os
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+__all__ = [
+    "BackendSpec",
+    "BackendStatus",
+    "BackendLoadWarning",
+    "ENTRY_POINT_GROUP",
+    "DISABLE_ENV",
+    "register_backend",
+    "get_backend",
+    "list_backends",
+]
+
+ENTRY_POINT_GROUP = "softmax_multi.backends"
+DISABLE_ENV = "SOFTMAX_MULTI_DISABLE"  # comma-separated backend names to leave out
+
+
+class BackendLoadWarning(UserWarning):
+    """A backend plugin could not be loaded; the others keep working."""
+
+
+def _array_api_namespace(x: Any) -> Any:
+    from array_api_compat import array_namespace
+
+    return array_namespace(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendSpec:
+    """What softmax-multi needs to know about one array library. Data plus a few functions.
+
+    Parameters
+    ----------
+    name
+        Short unique name (``"numpy"``, ``"torch"``).
+    array_types
+        The array classes served, as ``(module, class_name)`` pairs, so that nothing is imported to
+        check them; subclasses are served too.
+    module
+        The import name of the library; the backend is "not installed" when it cannot be found.
+    distribution
+        The distribution whose version is reported (defaults to ``module``).
+    namespace
+        ``namespace(x)`` gives the array API namespace of ``x``; defaults to array-api-compat's.
+    softmax, log_softmax, logsumexp
+        Optional native implementations with the signature of :mod:`softmax_multi.reference`
+        (``f(x, axes, where)``; ``logsumexp`` also takes ``keepdims``). Missing ones fall back to
+        the reference implementation.
+    from_numpy, to_numpy
+        Move test data in and out: ``from_numpy(a, device)`` and ``to_numpy(x)``.
+    devices
+        ``devices()`` lists the device names this backend can place arrays on here.
+    transforms
+        Program transforms the backend supports (``"jit"``, ``"vmap"``, ``"grad"``, ``"compile"``,
+        ``"autograd"``, ``"cuda"``, ``"sharding"``).
+    dtypes
+        The floating dtype names the backend serves (checked by the conformance suite).
+    known_failures
+        Conformance check id -> reason, for checks this backend is known to fail.
+    """
+
+    name: str
+    array_types: tuple[tuple[str, str], ...]
+    module: str | None = None
+    distribution: str | None = None
+    namespace: Callable[[Any], Any] = _array_api_namespace
+    softmax: Callable[..., Any] | None = None
+    log_softmax: Callable[..., Any] | None = None
+    logsumexp: Callable[..., Any] | None = None
+    from_numpy: Callable[..., Any] | None = None
+    to_numpy: Callable[[Any], Any] | None = None
+    devices: Callable[[], list[str]] = lambda: ["cpu"]
+    transforms: frozenset[str] = frozenset()
+    dtypes: tuple[str, ...] = ("float32", "float64")
+    known_failures: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"BackendSpec.name must be a non-empty string, got {self.name!r}")
+        pairs = self.array_types
+        if not isinstance(pairs, tuple) or not all(
+            isinstance(p, tuple) and len(p) == 2 and all(isinstance(s, str) for s in p)
+            for p in pairs
+        ):
+            raise TypeError(
+                f"BackendSpec {self.name!r}: array_types must be a tuple of (module, class_name) "
+                f"string pairs, got {pairs!r}"
+            )
+        for field in ("softmax", "log_softmax", "logsumexp", "namespace"):
+            value = getattr(self, field)
+            if value is not None and not callable(value):
+                raise TypeError(f"BackendSpec {self.name!r}: {field} must be callable, got {value!r}")
+
+
+class BackendStatus(NamedTuple):
+    """One row of :func:`list_backends`."""
+
+    name: str
+    status: str  # "ready", "not installed", "failed" or "disabled"
+    version: str | None
+    error: str | None
+    source: str  # the entry point ("module:attr") or "register_backend"
+
+
+# The generic backend: any object with ``__array_namespace__`` that no spec claims.
+ARRAY_API = BackendSpec(name="array_api", array_types=(), module=None)
+
+_lock = threading.RLock()
+_discovered = False
+_discovering = False  # a plugin being loaded may itself call register_backend
+_specs: dict[str, BackendSpec] = {}
+_rows: dict[str, BackendStatus] = {}
+_by_type: dict[type, BackendSpec] = {}
+_plans: dict[tuple, tuple] = {}  # softmax_multi._api's checked calls, which name specs: cleared with _by_type
+
+
+def _disabled() -> set[str]:
+    return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
+
+
+def _installed(spec: BackendSpec) -> tuple[bool, str | None]:
+    if spec.module is None:
+        return True, None
+    try:
+        if importlib.util.find_spec(spec.module) is None:
+            return False, None
+    except (ImportError, ValueError):
+        return False, None
+    try:
+        return True, importlib.metadata.version(spec.distribution or spec.module)
+    except importlib.metadata.PackageNotFoundError:
+        return True, getattr(sys.modules.get(spec.module), "__version__", None)
+
+
+def _discover() -> None:
+    """Load every entry point of the group once; a plugin that fails is recorded and warned about."""
+    global _discovered, _discovering
+    if _discovered:
+        return
+    with _lock:
+        if _discovered or _discovering:
+            return
+        _discovering = True
+        try:
+            disabled = _disabled()
+            # Built-in backends first, so a third-party plugin cannot take their array classes.
+            eps = sorted(
+                importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
+                key=lambda ep: not ep.value.startswith("softmax_multi."),
+            )
+            for ep in eps:
+                if ep.name in _rows:  # the same distribution seen twice on sys.path
+                    continue
+                if ep.name in disabled:
+                    _rows[ep.name] = BackendStatus(ep.name, "disabled", None, f"listed in {DISABLE_ENV}", ep.value)
+                    continue
+                try:
+                    spec = ep.load()
+                    if not isinstance(spec, BackendSpec) and callable(spec):
+                        spec = spec()
+                    if not isinstance(spec, BackendSpec):
+                        raise TypeError(f"the entry point gave {type(spec).__name__}, not a BackendSpec")
+                    if spec.name != ep.name:
+                        raise ValueError(f"the spec is named {spec.name!r} but its entry point {ep.name!r}")
+                    _add(spec, source=ep.value, override=False)
+                except Exception as err:  # noqa: BLE001 - any plugin error is isolated and reported
+                    reason = f"{type(err).__name__}: {err}"
+                    _rows[ep.name] = BackendStatus(ep.name, "failed", None, reason, ep.value)
+                    warnings.warn(
+                        f"softmax-multi: backend plugin {ep.name!r} ({ep.value}) failed to load: {reason}",
+                        BackendLoadWarning,
+                        stacklevel=3,
+                    )
+        finally:
+            _discovering = False
+        _discovered = True
+
+
+def _add(spec: BackendSpec, *, source: str, override: bool) -> None:
+    if spec.name in _specs and not override:
+        raise ValueError(f"a backend named {spec.name!r} is already registered; pass override=True")
+    claimed = set(spec.array_types)
+    for other in _specs.values():
+        if other.name == spec.name:
+            continue
+        shared = claimed & set(other.array_types)
+        if shared and not override:
+            names = ", ".join(f"{m}.{c}" for m, c in sorted(shared))
+            raise ValueError(
+                f"backend {spec.name!r} claims {names}, already served by backend {other.name!r}"
+            )
+    if override:  # the new spec takes the shared classes over
+        for name, other in list(_specs.items()):
+            if name != spec.name and claimed & set(other.array_types):
+                kept = tuple(t for t in other.array_types if t not in claimed)
+                _specs[name] = dataclasses.replace(other, array_types=kept)
+    installed, version = _installed(spec)
+    _specs[spec.name] = spec
+    _rows[spec.name] = BackendStatus(
+        spec.name, "ready" if installed else "not installed", version, None, source
+    )
+    _by_type.clear()
+    _plans.clear()
+
+
+def register_backend(spec: BackendSpec, *, override: bool = False) -> None:
+    """Register ``spec`` at run time, beside the backends declared by entry points.
+
+    A name or an array class that another backend already has is an error unless ``override``.
+
+    Examples
+    --------
+    >>> import softmax_multi as smx
+    >>> spec = smx.BackendSpec(name="mylib", array_types=(("mylib", "Array"),), module="mylib")
+    >>> smx.register_backend(spec)  # doctest: +SKIP
+    """
+    if not isinstance(spec, BackendSpec):
+        raise TypeError(f"register_backend: spec must be a BackendSpec, got {type(spec).__name__}")
+    _discover()
+    with _lock:
+        _add(spec, source="register_backend", override=override)
+
+
+def _claims(spec: BackendSpec, cls: type) -> bool:
+    for module, qualname in spec.array_types:
+        mod = sys.modules.get(module)
+        if mod is None:
+            continue
+        obj: Any = mod
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, type) and issubclass(cls, obj):
+            return True
+    return False
+
+
+def backend_for_type(cls: type, obj: Any = None) -> BackendSpec | None:
+    """The spec serving arrays of class ``cls``, or None. The hot path is one dict lookup."""
+    spec = _by_type.get(cls)
+    if spec is not None:
+        return spec
+    _discover()
+    with _lock:
+        for candidate in _specs.values():
+            if _rows[candidate.name].status == "ready" and _claims(candidate, cls):
+                spec = candidate
+                break
+        else:
+            if obj is None or not hasattr(obj, "__array_namespace__"):
+                return None
+            spec = ARRAY_API
+        _by_type[cls] = spec
+        return spec
+
+
+def get_backend(x_or_name: Any) -> BackendSpec:
+    """The spec that serves an array, or the spec registered under a name.
+
+    Examples
+    --------
+    >>> import numpy as np, softmax_multi as smx
+    >>> smx.get_backend(np.zeros(3)).name, smx.get_backend("numpy").name
+    ('numpy', 'numpy')
+    """
+    if isinstance(x_or_name, str):
+        _discover()
+        spec = _specs.get(x_or_name)
+        if spec is None:
+            row = _rows.get(x_or_name)
+            why = f" ({row.status}: {row.error})" if row and row.error else ""
+            known = ", ".join(sorted(_specs)) or "none"
+            raise LookupError(f"no backend named {x_or_name!r}{why}; registered: {known}")
+        return spec
+    spec = backend_for_type(type(x_or_name), x_or_name)
+    if spec is None:
+        raise TypeError(
+            f"no softmax-multi backend serves {type(x_or_name).__module__}.{type(x_or_name).__qualname__}; "
+            f"install its plugin, register one with register_backend, or pass an array-API array"
+        )
+    return spec
+
+
+def list_backends() -> list[BackendStatus]:
+    """Every backend declared or registered, with its status, version and, if it failed, why.
+
+    Examples
+    --------
+    >>> import softmax_multi as smx
+    >>> [row.status for row in smx.list_backends() if row.name == "numpy"]
+    ['ready']
+    """
+    _discover()
+    with _lock:
+        return sorted(_rows.values(), key=lambda row: row.name)
+
+
+def _reset() -> None:
+    """Forget everything discovered (for tests that install plugins at run time)."""
+    global _discovered
+    with _lock:
+        _specs.clear()
+        _rows.clear()
+        _by_type.clear()
+        _plans.clear()
+        _discovered = False

@@ -1,0 +1,129 @@
+"""Fixtures that run a test on every backend this repository ships (CI installs them all).
+
+A backend that is not installed fails the test rather than skipping it: a skip is not a pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import softmax_multi as smx
+
+BACKENDS = ["numpy", "array_api_strict"]
+
+
+class Backend:
+    """One backend under test: its spec, and how to move NumPy data in and out."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.spec = smx.get_backend(name)
+        row = {r.name: r for r in smx.list_backends()}[name]
+        assert row.status == "ready", f"backend {name} is {row.status}: {row.error}"
+
+    def asarray(self, a, dtype=None):
+        return self.spec.from_numpy(np.asarray(a, dtype=dtype))
+
+    def numpy(self, x) -> np.ndarray:
+        return np.asarray(self.spec.to_numpy(x))
+
+    def dtype_name(self, x) -> str:
+        return str(self.numpy(x).dtype)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> Backend:
+    return Backend(request.param)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+FAKE_LIBRARY = '''
+"""A throwaway third-party array library with its own softmax-multi plugin."""
+from types import SimpleNamespace
+
+import numpy as np
+
+from softmax_multi.backends import numpy_backend as _nb
+from softmax_multi.registry import BackendSpec
+
+__version__ = "1.0"
+calls = []
+
+
+class FakeArray:
+    def __init__(self, data):
+        self.data = np.asarray(data)
+
+    dtype = property(lambda self: self.data.dtype)
+    shape = property(lambda self: self.data.shape)
+    ndim = property(lambda self: self.data.ndim)
+
+
+namespace = SimpleNamespace(
+    isdtype=np.isdtype, finfo=np.finfo, float32=np.dtype("float32"), float64=np.dtype("float64"),
+    astype=lambda a, dtype: FakeArray(a.data.astype(dtype)),
+    __array_namespace_info__=np.__array_namespace_info__,
+)
+
+
+def _native(name):
+    def run(x, axes, where=None, **kw):
+        calls.append(name)
+        return FakeArray(getattr(_nb, name)(x.data, axes, None if where is None else where.data, **kw))
+    return run
+
+
+spec = BackendSpec(
+    name="fakearr",
+    array_types=(("fakearr", "FakeArray"),),
+    module="fakearr",
+    distribution="fakearr-plugin",
+    namespace=lambda x: namespace,
+    softmax=_native("softmax"),
+    log_softmax=_native("log_softmax"),
+    logsumexp=_native("logsumexp"),
+    from_numpy=lambda a, device=None: FakeArray(np.array(a)),
+    to_numpy=lambda x: x.data,
+)
+'''
+
+
+def write_distribution(root, dist: str, modules: dict[str, str], entry_points: dict[str, str]) -> None:
+    """Write an installed distribution into ``root``: its modules and a ``*.dist-info`` with entry points."""
+    import pathlib
+
+    root = pathlib.Path(root)
+    for name, source in modules.items():
+        (root / f"{name}.py").write_text(source)
+    info = root / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[softmax_multi.backends]\n{lines}")
+
+
+@pytest.fixture
+def plugin_path(tmp_path, monkeypatch):
+    """A directory on sys.path for throwaway distributions; the registry starts cold and ends cold."""
+    import importlib
+    import sys
+
+    from softmax_multi import registry
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    before = set(sys.modules)
+    registry._reset()
+    yield tmp_path
+    registry._reset()
+    for name in set(sys.modules) - before:
+        if sys.modules[name].__spec__ is not None and str(tmp_path) in str(getattr(sys.modules[name], "__file__", "")):
+            del sys.modules[name]
