@@ -3,7 +3,7 @@
 Every backend either uses these functions or must agree with them (the conformance suite checks
 it). They take arguments already checked by :mod:`softmax_multi._args`: ``x`` real floating,
 ``axes`` a sorted tuple of non-negative ints, ``where`` None or a boolean array that broadcasts
-to ``x``. They branch in Python on shapes and dtypes only, never on values, so they trace under
+to ``x``; ``xp``, the namespace of ``x``, may be given to skip looking it up. They branch in Python on shapes and dtypes only, never on values, so they trace under
 ``jax.jit``, ``jax.vmap``, ``jax.grad`` and ``torch.compile(fullgraph=True)``.
 """
 
@@ -12,14 +12,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace
 
 __all__ = ["softmax", "log_softmax", "logsumexp"]
 
 Array = Any
 
 
-def softmax(x: Array, axes: tuple[int, ...], where: Array | None = None) -> Array:
+def softmax(x: Array, axes: tuple[int, ...], where: Array | None = None, *, xp: Any = None) -> Array:
     """``exp(x - m) / sum(exp(x - m))`` over ``axes``; 0 where ``where`` is False.
 
     Examples
@@ -28,7 +28,7 @@ def softmax(x: Array, axes: tuple[int, ...], where: Array | None = None) -> Arra
     >>> softmax(np.asarray([5.0, 7.0, 10.0]), (0,)).round(4)
     array([0.0064, 0.0471, 0.9465])
     """
-    xp = array_namespace(x)
+    xp = xp or array_namespace(x)
     if _reduces_nothing(x, axes):
         return xp.zeros_like(x)
     z = _shifted(xp, x, axes, where)
@@ -38,7 +38,7 @@ def softmax(x: Array, axes: tuple[int, ...], where: Array | None = None) -> Arra
     return y if where is None else xp.where(where, y, _const(xp, x, 0.0))
 
 
-def log_softmax(x: Array, axes: tuple[int, ...], where: Array | None = None) -> Array:
+def log_softmax(x: Array, axes: tuple[int, ...], where: Array | None = None, *, xp: Any = None) -> Array:
     """``x - m - log(sum(exp(x - m)))`` over ``axes``; -inf where ``where`` is False.
 
     Examples
@@ -47,7 +47,7 @@ def log_softmax(x: Array, axes: tuple[int, ...], where: Array | None = None) -> 
     >>> log_softmax(np.asarray([0.0, 0.0]), (0,)).round(4)
     array([-0.6931, -0.6931])
     """
-    xp = array_namespace(x)
+    xp = xp or array_namespace(x)
     if _reduces_nothing(x, axes):
         return xp.zeros_like(x)
     z = _shifted(xp, x, axes, where)
@@ -56,7 +56,7 @@ def log_softmax(x: Array, axes: tuple[int, ...], where: Array | None = None) -> 
 
 
 def logsumexp(
-    x: Array, axes: tuple[int, ...], where: Array | None = None, keepdims: bool = False
+    x: Array, axes: tuple[int, ...], where: Array | None = None, keepdims: bool = False, *, xp: Any = None
 ) -> Array:
     """``m + log(sum(exp(x - m)))`` over ``axes``; -inf for an empty or fully masked slice.
 
@@ -68,10 +68,10 @@ def logsumexp(
     >>> float(logsumexp(np.asarray([0.0, 0.0]), (0,)).round(4))
     0.6931
     """
-    xp = array_namespace(x)
+    xp = xp or array_namespace(x)
     if _reduces_nothing(x, axes):
         shape = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
-        r = xp.full(shape, -math.inf, dtype=x.dtype, device=device(x))
+        r = xp.full(shape, -math.inf, dtype=x.dtype, device=_device(x))
     else:
         if where is not None:
             x = xp.where(where, x, _const(xp, x, -math.inf))
@@ -106,7 +106,12 @@ def _sum(xp: Any, x: Array, axes: tuple[int, ...]) -> Array:
 
 
 def _const(xp: Any, x: Array, value: float) -> Array:
-    return xp.asarray(value, dtype=x.dtype, device=device(x))
+    return xp.asarray(value, dtype=x.dtype, device=_device(x))
+
+
+def _device(x: Array) -> Any:
+    """The standard ``x.device``; None for arrays without one (JAX tracers: the trace decides)."""
+    return getattr(x, "device", None)
 
 
 def _reduces_nothing(x: Array, axes: tuple[int, ...]) -> bool:

@@ -10,7 +10,12 @@ import pytest
 
 import softmax_multi as smx
 
-BACKENDS = ["numpy", "array_api_strict"]
+BACKENDS = ["numpy", "array_api_strict", "jax", "torch"]
+
+# float64 is tested on every backend; JAX needs to be told (its default is float32 only).
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
 
 
 class Backend:
@@ -30,6 +35,10 @@ class Backend:
 
     def dtype_name(self, x) -> str:
         return str(self.numpy(x).dtype)
+
+    def default_float(self) -> str:
+        xp = self.spec.namespace(self.asarray(np.zeros(1)))
+        return str(xp.__array_namespace_info__().default_dtypes()["real floating"]).rpartition(".")[2]
 
     def __repr__(self) -> str:
         return self.name

@@ -1,0 +1,80 @@
+"""JAX backend: jax.Array and tracers, eagerly and under jit, vmap, grad and sharding.
+
+The reference implementation is the native code here: it traces, so it runs compiled by
+``jax.jit`` (which makes eager calls as cheap as ``jax.nn.softmax``'s) and inlines into any
+outer ``jit``, ``vmap`` or ``grad``; XLA adds the collectives when the reduced axis is sharded.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from softmax_multi import reference
+from softmax_multi.registry import BackendSpec
+
+
+@functools.cache
+def _compiled() -> dict[str, Any]:
+    import jax
+
+    return {
+        "softmax": jax.jit(reference.softmax, static_argnums=1),
+        "log_softmax": jax.jit(reference.log_softmax, static_argnums=1),
+        "logsumexp": jax.jit(reference.logsumexp, static_argnums=(1, 3)),
+    }
+
+
+def softmax(x: Any, axes: tuple[int, ...], where: Any = None) -> Any:
+    return _compiled()["softmax"](x, axes, where)
+
+
+def log_softmax(x: Any, axes: tuple[int, ...], where: Any = None) -> Any:
+    return _compiled()["log_softmax"](x, axes, where)
+
+
+def logsumexp(x: Any, axes: tuple[int, ...], where: Any = None, keepdims: bool = False) -> Any:
+    return _compiled()["logsumexp"](x, axes, where, keepdims)
+
+
+def _namespace(x: Any) -> Any:
+    import jax.numpy
+
+    return jax.numpy
+
+
+def _from_numpy(a: np.ndarray, device: Any = None) -> Any:
+    import jax
+
+    if isinstance(device, str):
+        device = next(d for d in jax.devices() if str(d) == device or d.platform == device)
+    return jax.device_put(np.array(a, copy=True), device)
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    return np.asarray(x)
+
+
+def _devices() -> list[str]:
+    import jax
+
+    return [str(d) for d in jax.devices()]
+
+
+
+spec = BackendSpec(
+    name="jax",
+    array_types=(("jax", "Array"), ("jax.core", "Tracer")),
+    module="jax",
+    namespace=_namespace,
+    softmax=softmax,
+    log_softmax=log_softmax,
+    logsumexp=logsumexp,
+    from_numpy=_from_numpy,
+    to_numpy=_to_numpy,
+    devices=_devices,
+    transforms=frozenset({"jit", "vmap", "grad", "sharding"}),
+    dtypes=("float16", "bfloat16", "float32"),
+)
