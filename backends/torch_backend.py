@@ -25,18 +25,12 @@ def _namespace(x: Any = None) -> Any:
     return array_api_compat.torch
 
 
-def _native_is_accurate(x: Any, dim: int) -> bool:
-    return x.device.type != "cpu" or x.shape[dim] <= NATIVE_CPU_ROW_LIMIT
-
-
 def softmax(x: Any, axes: tuple[int, ...], where: Any = None) -> Any:
     if where is not None or len(axes) != 1:
         return reference.softmax(x, axes, where, xp=_namespace())
-    import torch
-
-    (dim,) = axes
-    y = torch.softmax(x, dim)
-    if _native_is_accurate(x, dim):
+    dim = axes[0]
+    y = x.softmax(dim)  # the method: no framework import on the hot path
+    if x.shape[dim] <= NATIVE_CPU_ROW_LIMIT or not x.is_cpu:
         return y
     s = y.sum(dim, keepdim=True)
     return y / s if y.requires_grad else y.div_(s)  # softmax's backward reads its own output
@@ -45,15 +39,13 @@ def softmax(x: Any, axes: tuple[int, ...], where: Any = None) -> Any:
 def log_softmax(x: Any, axes: tuple[int, ...], where: Any = None) -> Any:
     if where is not None or len(axes) != 1:
         return reference.log_softmax(x, axes, where, xp=_namespace())
-    import torch
-
-    (dim,) = axes
-    y = torch.log_softmax(x, dim)
-    if _native_is_accurate(x, dim):
+    dim = axes[0]
+    y = x.log_softmax(dim)
+    if x.shape[dim] <= NATIVE_CPU_ROW_LIMIT or not x.is_cpu:
         return y
     # The same common error, on the log scale: subtract the log of the accurate sum of exp(y)
     # (y <= about 0, so exp(y) cannot overflow and its sum is about 1).
-    c = torch.exp(y).sum(dim, keepdim=True).log_()
+    c = y.exp().sum(dim, keepdim=True).log_()
     return y - c if y.requires_grad else y.sub_(c)
 
 

@@ -77,28 +77,35 @@ def logsumexp(x: Array, /, axis: int | tuple[int, ...] | None = None, *, keepdim
     """
     if not isinstance(keepdims, (bool, np.bool_)):
         raise TypeError(f"logsumexp: keepdims must be a bool, got {keepdims!r}")
-    return _call("logsumexp", x, axis, where, dtype, keepdims=bool(keepdims))
+    return _call("logsumexp", x, axis, where, dtype, bool(keepdims))
 
 
-def _call(func: str, x: Array, axis: Any, where: Any, dtype: Any, **kwargs: Any) -> Array:
-    if type(x) in _PYTHON_INPUTS:
-        x = _from_python(func, x)
+def _call(func: str, x: Array, axis: Any, where: Any, dtype: Any, keepdims: bool | None = None) -> Array:
+    """Check the arguments (once per kind of call, then cached as a plan) and run the implementation.
+
+    ``keepdims`` is None for softmax and log_softmax, a bool for logsumexp.
+    """
     plan = key = None
-    if type(axis) is not tuple:  # (True,) == (1,) as a key, yet only (1,) is valid: tuples take the long way
+    # Only exact ints and None are cached: True == 1 and (True,) == (1,) as keys, yet are refused.
+    if type(axis) is int or axis is None:
         try:
-            key = (func, type(x), x.dtype, x.ndim, axis, type(axis), dtype)
+            key = (func, type(x), x.dtype, x.ndim, axis, dtype)
             plan = _plans.get(key)
-        except (AttributeError, TypeError):  # an object without dtype, or an unhashable argument
+        except (AttributeError, TypeError):  # no dtype (a Python scalar or list), or an unhashable dtype=
             key = None
     if plan is None:
+        if type(x) in _PYTHON_INPUTS:
+            return _call(func, _from_python(func, x), axis, where, dtype, keepdims)
         plan = _plan(func, x, axis, dtype)
         if key is not None:
             if len(_plans) >= _PLAN_LIMIT:
                 _plans.clear()
             _plans[key] = plan
     if where is None and plan[5]:
-        return plan[1](x, plan[2], None, **kwargs)
-    return _call_general(func, plan, x, where, **kwargs)
+        if keepdims is None:
+            return plan[1](x, plan[2], None)
+        return plan[1](x, plan[2], None, keepdims)
+    return _call_general(func, plan, x, where, keepdims)
 
 
 def _plan(func: str, x: Array, axis: Any, dtype: Any) -> tuple:
@@ -118,14 +125,14 @@ def _plan(func: str, x: Array, axis: Any, dtype: Any) -> tuple:
     return spec, impl, axes, compute, result, direct
 
 
-def _call_general(func: str, plan: tuple, x: Array, where: Any, **kwargs: Any) -> Array:
+def _call_general(func: str, plan: tuple, x: Array, where: Any, keepdims: bool | None) -> Array:
     spec, impl, axes, compute, result, _ = plan
     xp = spec.namespace(x)
     if where is not None:
         where = _where_like(func, spec, xp, x, where)
     if x.dtype != compute:
         x = xp.astype(x, compute)
-    y = impl(x, axes, where, **kwargs)
+    y = impl(x, axes, where) if keepdims is None else impl(x, axes, where, keepdims)
     return y if compute == result else xp.astype(y, result)
 
 

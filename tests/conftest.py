@@ -54,6 +54,15 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
+@pytest.fixture
+def data(rng):
+    """A small (4, 6) input and a mask whose second slice is fully masked."""
+    x = rng.standard_normal((4, 6)) * 3
+    w = rng.random((4, 6)) < 0.6
+    w[1] = False
+    return x, w
+
+
 FAKE_LIBRARY = '''
 """A throwaway third-party array library with its own softmax-multi plugin."""
 from types import SimpleNamespace
@@ -84,9 +93,9 @@ namespace = SimpleNamespace(
 
 
 def _native(name):
-    def run(x, axes, where=None, **kw):
+    def run(x, axes, where=None, *keepdims):
         calls.append(name)
-        return FakeArray(getattr(_nb, name)(x.data, axes, None if where is None else where.data, **kw))
+        return FakeArray(getattr(_nb, name)(x.data, axes, None if where is None else where.data, *keepdims))
     return run
 
 

@@ -1,0 +1,125 @@
+"""The PyTorch backend: devices, autograd, torch.compile, low-precision dtypes, and CUDA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import softmax_multi as smx
+from softmax_multi.conformance import oracle
+
+FUNCS = [smx.softmax, smx.log_softmax, smx.logsumexp]
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"))]
+
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("f", FUNCS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("n", [6, 5000])  # native kernel alone, and with its normaliser corrected
+def test_result_stays_on_the_device_and_matches_oracle(f, device, n, rng):
+    x_np = (rng.standard_normal((3, n)) * 3).astype(np.float32)
+    w_np = rng.random((3, n)) < 0.5
+    x = torch.from_numpy(x_np).to(device)
+    for kwargs, w in [({}, None), ({"where": torch.from_numpy(w_np).to(device)}, w_np)]:
+        y = f(x, axis=-1, **kwargs)
+        assert y.device == x.device and y.dtype == torch.float32
+        expected = getattr(oracle, f.__name__)(x_np, (1,), w)
+        oracle.assert_close(y.cpu().numpy(), expected, "float32", log_scale=f is not smx.softmax)
+
+
+@pytest.mark.parametrize("f", FUNCS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("n", [6, 700])
+def test_gradcheck_float64(f, masked, n, rng):
+    x = torch.tensor(rng.standard_normal((3, n)), requires_grad=True)
+    w = torch.from_numpy(rng.random((3, n)) < 0.6) if masked else None
+    if masked:
+        w[1] = False
+        # a fully masked logsumexp slice is the constant -inf; finite differences cannot see it
+        g = (lambda x: smx.logsumexp(x, axis=-1, where=w)[[0, 2]]) if f is smx.logsumexp else (lambda x: torch.nan_to_num(f(x, axis=-1, where=w), neginf=0.0))
+    else:
+        g = lambda x: f(x, axis=-1)
+    assert torch.autograd.gradcheck(g, (x,), eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("f", FUNCS, ids=lambda f: f.__name__)
+def test_masked_gradients_hold_no_nan(f, data):
+    x_np, w_np = data
+    x = torch.tensor(np.where(w_np, x_np, np.nan), requires_grad=True)  # masked entries hold NaN
+    y = f(x, axis=-1, where=torch.from_numpy(w_np))
+    (torch.where(torch.isfinite(y), y, 0.0) * torch.arange(y.numel()).reshape(y.shape)).sum().backward()
+    assert not torch.isnan(x.grad).any()
+    assert (x.grad[torch.from_numpy(~w_np)] == 0).all()
+
+
+def test_gradients_agree_with_jax(data):
+    import jax
+    import jax.numpy as jnp
+
+    x_np = data[0]
+    weights = np.arange(x_np.size, dtype=np.float64).reshape(x_np.shape)
+    for f in (smx.softmax, smx.log_softmax):
+        xt = torch.tensor(x_np, requires_grad=True)
+        (f(xt) * torch.from_numpy(weights)).sum().backward()
+        gj = jax.grad(lambda x: jnp.sum(f(x) * weights))(jnp.asarray(x_np))
+        np.testing.assert_allclose(xt.grad.numpy(), np.asarray(gj), rtol=1e-12, atol=1e-12)
+
+
+def _compiled_cases(x, w):
+    return {
+        "softmax": lambda x: smx.softmax(x) * 2,
+        "log_softmax_axis0": lambda x: smx.log_softmax(x, axis=0),
+        "where_tuple_axis": lambda x: smx.softmax(x, axis=(0, 1), where=w),
+        "logsumexp_keepdims": lambda x: smx.logsumexp(x, axis=1, keepdims=True, where=w),
+        "dtype": lambda x: smx.log_softmax(x, dtype=torch.float64),
+        "long_rows": lambda x: smx.softmax(x.repeat(1, 200)),  # the corrected path
+    }
+
+
+@pytest.mark.parametrize("case", list(_compiled_cases(None, None)))
+def test_torch_compile_has_no_graph_break_and_equals_eager(case, data):
+    x = torch.tensor(data[0], dtype=torch.float32)
+    w = torch.from_numpy(data[1])
+    f = _compiled_cases(x, w)[case]
+    smx.get_backend(x)  # the registry has seen tensors once (see README: torch.compile)
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(f)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True)
+    torch.testing.assert_close(compiled(x), f(x), equal_nan=True, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("f", FUNCS, ids=lambda f: f.__name__)
+def test_low_precision_accumulates_in_float32(f, dtype, device, rng):
+    x = (torch.tensor(rng.standard_normal((2, 3000)) * 2, dtype=torch.float32)).to(dtype).to(device)
+    y = f(x, axis=-1)
+    assert y.dtype == dtype and y.device == x.device
+    expected = getattr(oracle, f.__name__)(x.float().cpu().numpy(), (1,))
+    rounded = torch.from_numpy(np.asarray(expected, dtype=np.float32)).to(dtype).float().numpy()
+    oracle.assert_close(y.float().cpu().numpy(), rounded, str(dtype).split(".")[1], log_scale=f is not smx.softmax, ulps=1.0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_dtype_argument(device):
+    x = torch.arange(6, device=device).reshape(2, 3)
+    assert smx.softmax(x).dtype == torch.float32  # torch's default float
+    assert smx.softmax(x, dtype=torch.float64).dtype == torch.float64
+    assert smx.softmax(x, dtype="float16").dtype == torch.float16
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_cuda_path_does_not_synchronise():
+    x = torch.randn(64, 5000, device="cuda")
+    w = torch.rand(64, 5000, device="cuda") > 0.5
+    smx.softmax(x, where=w)  # warm the plan
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for f in FUNCS:
+            f(x, axis=-1)
+            f(x, axis=-1, where=w)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
