@@ -64,6 +64,13 @@ def _devices() -> list[str]:
 
 
 
+def _dtypes() -> tuple[str, ...]:
+    import jax
+
+    x64 = ("float64",) if jax.config.jax_enable_x64 else ()
+    return ("float16", "bfloat16", "float32", *x64)
+
+
 spec = BackendSpec(
     name="jax",
     array_types=(("jax", "Array"), ("jax.core", "Tracer")),
@@ -76,5 +83,5 @@ spec = BackendSpec(
     to_numpy=_to_numpy,
     devices=_devices,
     transforms=frozenset({"jit", "vmap", "grad", "sharding"}),
-    dtypes=("float16", "bfloat16", "float32"),
+    dtypes=_dtypes,
 )

@@ -130,7 +130,9 @@ def _call_general(func: str, plan: tuple, x: Array, where: Any, keepdims: bool |
     xp = spec.namespace(x)
     if where is not None:
         where = _where_like(func, spec, xp, x, where)
-    if x.dtype != compute:
+    if x.dtype != result:  # dtype= casts first: float32 data asked as float16 is rounded to it
+        x = xp.astype(x, result)
+    if x.dtype != compute:  # float16 and bfloat16 are then computed in float32
         x = xp.astype(x, compute)
     y = impl(x, axes, where) if keepdims is None else impl(x, axes, where, keepdims)
     return y if compute == result else xp.astype(y, result)

@@ -72,7 +72,8 @@ class BackendSpec:
         Program transforms the backend supports (``"jit"``, ``"vmap"``, ``"grad"``, ``"compile"``,
         ``"autograd"``, ``"cuda"``, ``"sharding"``).
     dtypes
-        The floating dtype names the backend serves (checked by the conformance suite).
+        The floating dtype names the backend serves (checked by the conformance suite), or a
+        function giving them when they depend on configuration (JAX's float64).
     known_failures
         Conformance check id -> reason, for checks this backend is known to fail.
     """
@@ -89,7 +90,7 @@ class BackendSpec:
     to_numpy: Callable[[Any], Any] | None = None
     devices: Callable[[], list[str]] = lambda: ["cpu"]
     transforms: frozenset[str] = frozenset()
-    dtypes: tuple[str, ...] = ("float32", "float64")
+    dtypes: tuple[str, ...] | Callable[[], tuple[str, ...]] = ("float32", "float64")
     known_failures: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:

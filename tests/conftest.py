@@ -10,48 +10,17 @@ import pytest
 
 import softmax_multi as smx
 
+from softmax_multi.conformance.plugin import Backend
+
+# Every built-in backend; CI installs them all, so a missing one fails rather than skips.
 BACKENDS = ["numpy", "array_api_strict", "jax", "torch"]
-
-# float64 is tested on every backend; JAX needs to be told (its default is float32 only).
-import jax  # noqa: E402
-
-jax.config.update("jax_enable_x64", True)
-
-
-class Backend:
-    """One backend under test: its spec, and how to move NumPy data in and out."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.spec = smx.get_backend(name)
-        row = {r.name: r for r in smx.list_backends()}[name]
-        assert row.status == "ready", f"backend {name} is {row.status}: {row.error}"
-
-    def asarray(self, a, dtype=None):
-        return self.spec.from_numpy(np.asarray(a, dtype=dtype))
-
-    def numpy(self, x) -> np.ndarray:
-        return np.asarray(self.spec.to_numpy(x))
-
-    def dtype_name(self, x) -> str:
-        return str(self.numpy(x).dtype)
-
-    def default_float(self) -> str:
-        xp = self.spec.namespace(self.asarray(np.zeros(1)))
-        return str(xp.__array_namespace_info__().default_dtypes()["real floating"]).rpartition(".")[2]
-
-    def __repr__(self) -> str:
-        return self.name
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> Backend:
-    return Backend(request.param)
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(1234)
+    row = {r.name: r for r in smx.list_backends()}[request.param]
+    assert row.status == "ready", f"backend {request.param} is {row.status}: {row.error}"
+    return Backend.named(request.param)
 
 
 @pytest.fixture
