@@ -64,6 +64,25 @@ def _devices() -> list[str]:
 
 
 
+def _jit(f: Any) -> Any:
+    import jax
+
+    return jax.jit(f)
+
+
+def _vmap(f: Any) -> Any:
+    import jax
+
+    return jax.vmap(f)  # over the leading axis: equals f where f reduces the last axis only
+
+
+def _grad(f: Any) -> Any:
+    import jax
+    import jax.numpy as jnp
+
+    return lambda x, w: jax.grad(lambda x: jnp.sum(f(x) * w))(x)
+
+
 def _dtypes() -> tuple[str, ...]:
     import jax
 
@@ -82,6 +101,6 @@ spec = BackendSpec(
     from_numpy=_from_numpy,
     to_numpy=_to_numpy,
     devices=_devices,
-    transforms=frozenset({"jit", "vmap", "grad", "sharding"}),
+    transforms={"jit": _jit, "vmap": _vmap, "grad": _grad},
     dtypes=_dtypes,
 )

@@ -87,10 +87,12 @@ def _call(func: str, x: Array, axis: Any, where: Any, dtype: Any, keepdims: bool
     """
     plan = key = None
     # Only exact ints and None are cached: True == 1 and (True,) == (1,) as keys, yet are refused.
+    # One dict per array class, so that torch.compile never compares a torch dtype with NumPy's.
+    plans = _plans.get(type(x))
     if type(axis) is int or axis is None:
         try:
-            key = (func, type(x), x.dtype, x.ndim, axis, dtype)
-            plan = _plans.get(key)
+            key = (func, x.dtype, x.ndim, axis, dtype)
+            plan = None if plans is None else plans.get(key)
         except (AttributeError, TypeError):  # no dtype (a Python scalar or list), or an unhashable dtype=
             key = None
     if plan is None:
@@ -98,9 +100,9 @@ def _call(func: str, x: Array, axis: Any, where: Any, dtype: Any, keepdims: bool
             return _call(func, _from_python(func, x), axis, where, dtype, keepdims)
         plan = _plan(func, x, axis, dtype)
         if key is not None:
-            if len(_plans) >= _PLAN_LIMIT:
-                _plans.clear()
-            _plans[key] = plan
+            if plans is None or len(plans) >= _PLAN_LIMIT:
+                plans = _plans[type(x)] = {}
+            plans[key] = plan
     if where is None and plan[5]:
         if keepdims is None:
             return plan[1](x, plan[2], None)

@@ -64,6 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = sub.add_parser("bench", help="time our functions against native peers, interleaved")
     bench.add_argument("--rounds", type=int, default=21, help="samples per method (median reported)")
     bench.add_argument("--group", choices=["overhead", "torch-rows"], default="overhead", help="which cases")
+    conf = sub.add_parser("conformance", help="run the conformance suite and print the checks x backends matrix")
+    conf.add_argument("--backend", action="append", default=[], help="backend name or module:attr (repeatable; default: all ready)")
+    tier = conf.add_mutually_exclusive_group()
+    tier.add_argument("--quick", dest="tier", action="store_const", const="quick", help="leave out rows of 1e6 and more (default)")
+    tier.add_argument("--full", dest="tier", action="store_const", const="full", help="everything, rows up to 1e7")
+    conf.set_defaults(tier="quick")
+    conf.add_argument("--json", metavar="FILE", help="also write the matrix as JSON")
+    conf.add_argument("--max-examples", type=int, help="Hypothesis examples per property (default 50)")
     sub.add_parser("accuracy", help="float32 softmax error in eps at row lengths 1e4..1e7, per backend")
     args = parser.parse_args(argv)
     if args.command == "backends":
@@ -78,6 +86,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             for case, peer, ours, theirs in run_group(args.group, args.rounds)
         ]
         print(_table(["case", "peer", "smx", "peer time", "smx / peer", "smx - peer"], rows))
+    elif args.command == "conformance":
+        from .conformance import oracle, report
+
+        code, collector = report.run(args.backend, args.tier, args.json, args.max_examples)
+        header, rows = collector.matrix()
+        print(_table(header, rows))
+        limits = ", ".join(f"{k} {v:g}" for k, v in oracle.TOLERANCE_ULPS.items())
+        print(f"\ncells: pass/FAIL/known (a backend's declared failure) and the largest error seen, in eps")
+        print(f"tolerances (eps): {limits}; log_softmax and logsumexp errors are scaled by max(1, |y|)")
+        if code not in (0,):
+            print(f"conformance: FAILED (pytest exit code {code})")
+        return int(code)
     elif args.command == "accuracy":
         from .bench import accuracy_table
 

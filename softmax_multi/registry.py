@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "softmax_multi.backends"
+GRADIENT_TRANSFORMS = frozenset({"grad", "autograd"})
 DISABLE_ENV = "SOFTMAX_MULTI_DISABLE"  # comma-separated backend names to leave out
 
 
@@ -69,8 +70,10 @@ class BackendSpec:
     devices
         ``devices()`` lists the device names this backend can place arrays on here.
     transforms
-        Program transforms the backend supports (``"jit"``, ``"vmap"``, ``"grad"``, ``"compile"``,
-        ``"autograd"``, ``"cuda"``, ``"sharding"``).
+        Program transforms the backend supports, by name, each as a function the conformance
+        suite applies to ``f(x)``: most (``"jit"``, ``"vmap"``, ``"compile"``) return a function
+        that must equal ``f``; those named in ``GRADIENT_TRANSFORMS`` (``"grad"``, ``"autograd"``)
+        return ``g(x, w)``, the gradient of ``sum(w * f(x))`` with respect to ``x``.
     dtypes
         The floating dtype names the backend serves (checked by the conformance suite), or a
         function giving them when they depend on configuration (JAX's float64).
@@ -89,7 +92,7 @@ class BackendSpec:
     from_numpy: Callable[..., Any] | None = None
     to_numpy: Callable[[Any], Any] | None = None
     devices: Callable[[], list[str]] = lambda: ["cpu"]
-    transforms: frozenset[str] = frozenset()
+    transforms: Mapping[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = dataclasses.field(default_factory=dict)
     dtypes: tuple[str, ...] | Callable[[], tuple[str, ...]] = ("float32", "float64")
     known_failures: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
@@ -130,7 +133,7 @@ _discovering = False  # a plugin being loaded may itself call register_backend
 _specs: dict[str, BackendSpec] = {}
 _rows: dict[str, BackendStatus] = {}
 _by_type: dict[type, BackendSpec] = {}
-_plans: dict[tuple, tuple] = {}  # softmax_multi._api's checked calls, which name specs: cleared with _by_type
+_plans: dict[type, dict[tuple, tuple]] = {}  # softmax_multi._api's checked calls per array class: cleared with _by_type
 
 
 def _disabled() -> set[str]:
@@ -259,17 +262,18 @@ def backend_for_type(cls: type, obj: Any = None) -> BackendSpec | None:
     if spec is not None:
         return spec
     _discover()
-    with _lock:
-        for candidate in _specs.values():
-            if _rows[candidate.name].status == "ready" and _claims(candidate, cls):
-                spec = candidate
-                break
-        else:
-            if obj is None or not hasattr(obj, "__array_namespace__"):
-                return None
-            spec = ARRAY_API
-        _by_type[cls] = spec
-        return spec
+    # No lock past discovery: the scan reads a snapshot, and storing one dict entry is atomic, so
+    # two threads at worst both find the same answer (and torch.compile can trace this part).
+    for candidate in tuple(_specs.values()):
+        if _rows[candidate.name].status == "ready" and _claims(candidate, cls):
+            spec = candidate
+            break
+    else:
+        if obj is None or not hasattr(obj, "__array_namespace__"):
+            return None
+        spec = ARRAY_API
+    _by_type[cls] = spec
+    return spec
 
 
 def get_backend(x_or_name: Any) -> BackendSpec:
