@@ -153,9 +153,7 @@ def _where_like(func: str, spec: Any, xp: Any, x: Array, where: Any) -> Array:
         if xp is np:
             where = np.asarray(where)
         else:
-            from array_api_compat import device
-
-            where = xp.asarray(where, device=device(x))
+            where = xp.asarray(where, device=getattr(x, "device", None))
     else:
         other = backend_for_type(type(where), where)
         same = other is spec and (spec.array_types or spec.namespace(where) is xp)

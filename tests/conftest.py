@@ -46,17 +46,22 @@ calls = []
 
 
 class FakeArray:
-    def __init__(self, data):
+    def __init__(self, data, device="cpu"):
         self.data = np.asarray(data)
+        self.device = device
 
     dtype = property(lambda self: self.data.dtype)
     shape = property(lambda self: self.data.shape)
     ndim = property(lambda self: self.data.ndim)
 
+    def __getitem__(self, key):
+        return FakeArray(self.data[key], self.device)
+
 
 namespace = SimpleNamespace(
     isdtype=np.isdtype, finfo=np.finfo, float32=np.dtype("float32"), float64=np.dtype("float64"),
     astype=lambda a, dtype: FakeArray(a.data.astype(dtype)),
+    asarray=lambda obj, dtype=None, device=None: FakeArray(np.asarray(obj, dtype=dtype)),
     __array_namespace_info__=np.__array_namespace_info__,
 )
 
@@ -80,6 +85,31 @@ spec = BackendSpec(
     from_numpy=lambda a, device=None: FakeArray(np.array(a)),
     to_numpy=lambda x: x.data,
 )
+'''
+
+
+# Flaws a conformance suite must catch, each a replacement softmax over the correct one (``good``).
+FLAWS = {
+    "no_max_subtraction": "lambda x, axes, where=None: FakeArray(np.exp(x.data) / np.exp(x.data).sum(axes, keepdims=True)) if where is None else good(x, axes, where)",
+    "sequential_float32_sum": "lambda x, axes, where=None: good(x, axes, where) if where is not None or len(axes) != 1 else FakeArray(np.exp(x.data - x.data.max(axes, keepdims=True)) / np.take(np.cumsum(np.exp(x.data - x.data.max(axes, keepdims=True)), axis=axes[0]), [-1], axis=axes[0]))",
+    "masked_not_zeroed": "lambda x, axes, where=None: good(x, axes, None)",
+    "fully_masked_nan": "lambda x, axes, where=None: FakeArray(np.where(where.data.any(axis=axes, keepdims=True), good(x, axes, where).data, np.nan)) if where is not None else good(x, axes, where)",
+    "wrong_dtype": "lambda x, axes, where=None: FakeArray(good(x, axes, where).data.astype(np.float64))",
+    "input_mutated": "lambda x, axes, where=None: (lambda y: (np.copyto(x.data, y.data), y)[1])(good(x, axes, where)) if x.data.flags.writeable else good(x, axes, where)",
+    "axis_ignored": "lambda x, axes, where=None: good(x, (x.ndim - 1,) if x.ndim else (), where)",
+    "wrong_library": "lambda x, axes, where=None: good(x, axes, where).data",
+    "wrong_device": "lambda x, axes, where=None: FakeArray(good(x, axes, where).data, device='elsewhere')",
+}
+
+
+def flawed_library(flaw: str | None) -> str:
+    """The fake library's source with its spec renamed ``fake_<flaw>`` and its softmax broken."""
+    if flaw is None:
+        return FAKE_LIBRARY
+    return FAKE_LIBRARY + f'''
+import dataclasses
+good = spec.softmax
+spec = dataclasses.replace(spec, name="fake_{flaw}", softmax={FLAWS[flaw]})
 '''
 
 

@@ -31,3 +31,36 @@ def test_console_script_is_installed():
     assert exe is not None, "the softmax-multi console script is not installed beside this Python"
     out = subprocess.run([exe, "backends"], check=True, capture_output=True, text=True).stdout
     assert "numpy" in out and "ready" in out
+
+
+def _conformance(tmp_path, *args, env=None):
+    import os
+
+    exe = str(__import__("pathlib").Path(sys.executable).parent / "softmax-multi")
+    return subprocess.run([exe, "conformance", *args], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=600)
+
+
+def test_conformance_matrix_and_json(tmp_path):
+    import json
+
+    out = _conformance(tmp_path, "--backend", "numpy", "--quick", "--max-examples", "5", "--json", "m.json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["check", "numpy"] or lines[0].split()[:2] == ["check", "array_api_strict"]
+    assert any(line.startswith("finite_input") and "pass" in line for line in lines)
+    assert "/" in out.stderr and "]" in out.stderr  # the progress bar
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert report["tier"] == "quick" and report["tolerance_eps"]["float32"] == 16
+    assert report["checks"]["finite_input"]["numpy"]["status"] == "passed"
+    assert report["checks"]["finite_input"]["numpy"]["max_eps"] < 16
+
+
+def test_conformance_exits_non_zero_on_a_broken_backend(tmp_path):
+    from .conftest import flawed_library, write_distribution
+
+    write_distribution(tmp_path, "fake-axis", {"fakearr": flawed_library("axis_ignored")}, {"fake_axis_ignored": "fakearr:spec"})
+    out = _conformance(tmp_path, "--backend", "fake_axis_ignored", "--max-examples", "5", env={"PYTHONPATH": str(tmp_path)})
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert any(line.startswith("axis_forms") and "FAIL" in line for line in out.stdout.splitlines())
+    assert "conformance: FAILED" in out.stdout
