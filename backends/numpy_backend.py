@@ -46,18 +46,20 @@ def softmax(x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None = Non
         return softmax(x.reshape(1), axes, where).reshape(())
     src, m = _shift_stats(x, axes, where)
     if _all_finite(m):
-        return _softmax_shifted(src, x, m, axes, where)
+        return _softmax_shifted(src, x, m, axes, where, finite=True)
     with _quiet():
         m[m == _NEG_INF] = 0.0  # an all -inf slice: exp(-inf) = 0 everywhere, and 0/0 decides
-        return _softmax_shifted(src, x, m, axes, where)
+        return _softmax_shifted(src, x, m, axes, where, finite=False)
 
 
-def _softmax_shifted(src, x, m, axes, where):
+def _softmax_shifted(src, x, m, axes, where, finite):
     out = np.subtract(src, m, out=None if src is x else src)  # never writes into x
     np.exp(out, out=out)
     s = _sum(out, axes, None, None, True)
     np.divide(out, s, out=out)
-    if where is not None and not s.all():  # a fully masked slice computed 0/0
+    # With every max finite, masked entries are exp(-inf)/s = 0 already; otherwise a fully masked
+    # slice computed 0/0 and a slice holding NaN or +inf spread NaN to its masked entries.
+    if where is not None and not finite:
         np.copyto(out, 0.0, where=np.logical_not(where))
     return out
 
@@ -68,19 +70,18 @@ def log_softmax(x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None =
         return log_softmax(x.reshape(1), axes, where).reshape(())
     src, m = _shift_stats(x, axes, where)
     if _all_finite(m):
-        return _log_softmax_shifted(src, x, m, axes, where)
+        return _log_softmax_shifted(src, x, m, axes, where, finite=True)
     with _quiet():
         m[m == _NEG_INF] = 0.0
-        return _log_softmax_shifted(src, x, m, axes, where)
+        return _log_softmax_shifted(src, x, m, axes, where, finite=False)
 
 
-def _log_softmax_shifted(src, x, m, axes, where):
+def _log_softmax_shifted(src, x, m, axes, where, finite):
     out = np.subtract(src, m, out=None if src is x else src)
     s = _sum(np.exp(out), axes, None, None, True)
-    fully_masked = where is not None and not s.all()
     np.log(s, out=s)
     np.subtract(out, s, out=out)
-    if fully_masked:
+    if where is not None and not finite:  # as in _softmax_shifted
         np.copyto(out, _NEG_INF, where=np.logical_not(where))
     return out
 

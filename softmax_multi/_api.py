@@ -104,10 +104,21 @@ def _call(func: str, x: Array, axis: Any, where: Any, dtype: Any, keepdims: bool
                 plans = _plans[type(x)] = {}
             plans[key] = plan
     if where is None and plan[5]:
-        if keepdims is None:
-            return plan[1](x, plan[2], None)
-        return plan[1](x, plan[2], None, keepdims)
+        try:
+            if keepdims is None:
+                return plan[1](x, plan[2], None)
+            return plan[1](x, plan[2], None, keepdims)
+        except Exception as err:
+            _blame(err, plan[0], func)
+            raise
     return _call_general(func, plan, x, where, keepdims)
+
+
+def _blame(err: Exception, spec: Any, func: str) -> None:
+    """Name the backend in an error raised inside it, so a faulty plugin is easy to find."""
+    note = f"raised in {func} of the softmax-multi backend {spec.name!r}"
+    if hasattr(err, "add_note") and note not in getattr(err, "__notes__", []):  # Python >= 3.11
+        err.add_note(note)
 
 
 def _plan(func: str, x: Array, axis: Any, dtype: Any) -> tuple:
@@ -136,7 +147,11 @@ def _call_general(func: str, plan: tuple, x: Array, where: Any, keepdims: bool |
         x = xp.astype(x, result)
     if x.dtype != compute:  # float16 and bfloat16 are then computed in float32
         x = xp.astype(x, compute)
-    y = impl(x, axes, where) if keepdims is None else impl(x, axes, where, keepdims)
+    try:
+        y = impl(x, axes, where) if keepdims is None else impl(x, axes, where, keepdims)
+    except Exception as err:
+        _blame(err, spec, func)
+        raise
     return y if compute == result else xp.astype(y, result)
 
 
