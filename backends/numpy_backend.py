@@ -11,6 +11,7 @@ from softmax_multi.registry import BackendSpec
 _max = np.maximum.reduce
 _sum = np.add.reduce
 _NEG_INF = -np.inf
+_SAFE_MAX = {np.dtype(t).char: float(np.finfo(t).max * np.finfo(t).eps / 4) for t in (np.float32, np.float64, np.longdouble)}
 
 
 def _namespace(x: object) -> object:
@@ -23,10 +24,17 @@ def _array(x: object) -> np.ndarray:
     return x if type(x) is np.ndarray else np.asarray(x)
 
 
-def _all_finite(m: np.ndarray) -> bool:
+def _all_plain(m: np.ndarray) -> bool:
+    """Every slice max is finite and small enough that ``x - m`` cannot overflow: below half an
+    ulp of the dtype's largest number, ``x - m >= -max - ulp/2`` still rounds to a finite value.
+    Otherwise the slow path runs, with the warnings of inf - inf, 0/0 and overflow silenced."""
+    limit = _SAFE_MAX[m.dtype.char]
+    if m.size == 0:
+        return True
     if m.size == 1:
-        return math.isfinite(m.item())
-    return bool(np.isfinite(m).all())
+        v = m.item()
+        return -math.inf < v < limit  # False for NaN as well
+    return bool(np.minimum.reduce(m, axis=None) > -math.inf and _max(m, axis=None) < limit)
 
 
 def _quiet() -> np.errstate:
@@ -45,7 +53,7 @@ def softmax(x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None = Non
     if not x.ndim:  # ufuncs give NumPy scalars for 0-d arrays, and scalars cannot be written in place
         return softmax(x.reshape(1), axes, where).reshape(())
     src, m = _shift_stats(x, axes, where)
-    if _all_finite(m):
+    if _all_plain(m):
         return _softmax_shifted(src, x, m, axes, where, finite=True)
     with _quiet():
         m[m == _NEG_INF] = 0.0  # an all -inf slice: exp(-inf) = 0 everywhere, and 0/0 decides
@@ -69,7 +77,7 @@ def log_softmax(x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None =
     if not x.ndim:  # ufuncs give NumPy scalars for 0-d arrays, and scalars cannot be written in place
         return log_softmax(x.reshape(1), axes, where).reshape(())
     src, m = _shift_stats(x, axes, where)
-    if _all_finite(m):
+    if _all_plain(m):
         return _log_softmax_shifted(src, x, m, axes, where, finite=True)
     with _quiet():
         m[m == _NEG_INF] = 0.0
@@ -93,7 +101,7 @@ def logsumexp(
     if not x.ndim:
         return logsumexp(x.reshape(1), axes, where, keepdims).reshape(())
     src, m = _shift_stats(x, axes, where)
-    if _all_finite(m):
+    if _all_plain(m):
         r = _logsumexp_shifted(src, x, m, axes)
     else:
         with _quiet():

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AxisError", "normalize_axes", "resolve_dtypes", "check_where"]
+__all__ = ["AxisError", "normalize_axes", "resolve_dtypes", "check_where", "dtype_name"]
 
 
 class AxisError(ValueError, IndexError):
@@ -90,9 +90,9 @@ def resolve_dtypes(func: str, xp: Any, x_dtype: Any, dtype: Any) -> tuple[Any, A
         return hit
     isdtype = xp.isdtype
     if isdtype(x_dtype, "complex floating"):
-        raise TypeError(f"{func}: complex input is not supported (x has dtype {x_dtype}); expected real numbers")
+        raise TypeError(f"{func}: complex input is not supported (x has dtype {dtype_name(x_dtype)}); expected real numbers")
     if not isdtype(x_dtype, ("real floating", "integral", "bool")):
-        raise TypeError(f"{func}: x must hold real numbers, got dtype {x_dtype}")
+        raise TypeError(f"{func}: x must hold real numbers, got dtype {dtype_name(x_dtype)}")
     if dtype is None:
         target = x_dtype
         if not isdtype(target, "real floating"):
@@ -131,10 +131,15 @@ def _default_float(xp: Any) -> Any:
     return xp.float64
 
 
+def dtype_name(dtype: Any) -> str:
+    """``float32`` for NumPy's, torch's (``torch.float32``) and array-api-strict's float32 alike."""
+    return str(dtype).rpartition(".")[2]
+
+
 def check_where(func: str, xp: Any, where: Any, x_shape: tuple) -> None:
     """Refuse a ``where`` that is not boolean or does not broadcast to ``x_shape``."""
     if not xp.isdtype(where.dtype, "bool"):
-        raise TypeError(f"{func}: where must be a boolean array, got dtype {where.dtype}")
+        raise TypeError(f"{func}: where must be a boolean array, got dtype {dtype_name(where.dtype)}")
     w_shape = tuple(where.shape)
     ok = len(w_shape) <= len(x_shape) and all(
         w == 1 or w == s for w, s in zip(reversed(w_shape), reversed(x_shape))
