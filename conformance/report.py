@@ -6,6 +6,8 @@ softmax_multi.conformance`` runs, collected by a small pytest plugin instead of 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 from typing import Any
@@ -93,13 +95,14 @@ class Collector:
 
 def run(backends: list[str], tier: str, json_path: str | None = None, max_examples: int | None = None) -> tuple[int, Collector]:
     """Run the suite; return pytest's exit code and the collected matrix."""
-    args = ["--pyargs", "softmax_multi.conformance", "-p", "no:terminal", "-p", "no:cacheprovider", "--tier", tier]
+    args = ["--pyargs", "softmax_multi.conformance", "-p", "no:cacheprovider", "--tier", tier]
     for name in backends:
         args += ["--backend", name]
     if max_examples is not None:
         args += ["--max-examples", str(max_examples)]
     collector = Collector()
-    code = pytest.main(args, plugins=[collector])
+    with contextlib.redirect_stdout(io.StringIO()):  # pytest's own report: the matrix replaces it
+        code = pytest.main(args, plugins=[collector])
     if json_path:
         with open(json_path, "w") as f:
             json.dump(collector.as_json(tier), f, indent=2)

@@ -56,6 +56,16 @@ def test_conformance_matrix_and_json(tmp_path):
     assert report["checks"]["finite_input"]["numpy"]["max_eps"] < 16
 
 
+def test_conformance_from_the_repository_root():
+    """The README's first command runs it here, where pyproject.toml's pytest options apply."""
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    out = _conformance(root, "--backend", "array_api_strict", "--max-examples", "5")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert any(line.startswith("finite_input") and "pass" in line for line in out.stdout.splitlines())
+
+
 def test_conformance_exits_non_zero_on_a_broken_backend(tmp_path):
     from .conftest import flawed_library, write_distribution
 
