@@ -167,9 +167,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             spec = resolve_backend(name)
         except Exception:  # reported when the fixture resolves it
             continue
-        for check, reason in spec.known_failures.items():
+        for check in spec.known_failures:
             if check not in checks:
-                warnings.warn(f"backend {spec.name!r} lists a known failure {check!r} that matches no conformance check", pytest.PytestWarning)
+                warnings.warn(
+                    f"backend {spec.name!r} lists a known failure {check!r} that matches no conformance check",
+                    pytest.PytestWarning,
+                    stacklevel=2,
+                )
         for item in items:
             callspec = getattr(item, "callspec", None)
             if _in_suite(item) and callspec and callspec.params.get("backend_name") == name:

@@ -5,7 +5,6 @@ Pairs are the backend under test with every other ready backend (``backend_pair`
 
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 import pytest

@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         header, rows = collector.matrix()
         print(_table(header, rows))
         limits = ", ".join(f"{k} {v:g}" for k, v in oracle.TOLERANCE_ULPS.items())
-        print(f"\ncells: pass/FAIL/known (a backend's declared failure) and the largest error seen, in eps")
+        print("\ncells: pass/FAIL/known (a backend's declared failure) and the largest error seen, in eps")
         print(f"tolerances (eps): {limits}; log_softmax and logsumexp errors are scaled by max(1, |y|)")
         if code not in (0,):
             print(f"conformance: FAILED (pytest exit code {code})")

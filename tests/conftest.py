@@ -5,7 +5,6 @@ A backend that is not installed fails the test rather than skipping it: a skip i
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import softmax_multi as smx
