@@ -96,7 +96,6 @@ def _devices() -> list[str]:
     return [str(d) for d in jax.devices()]
 
 
-
 def _jit(f: Any) -> Any:
     import jax
 

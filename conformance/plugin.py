@@ -17,6 +17,7 @@ import pytest
 
 import softmax_multi as smx
 from softmax_multi import registry
+from softmax_multi._args import dtype_name
 
 
 class Backend:
@@ -42,7 +43,7 @@ class Backend:
 
     def default_float(self) -> str:
         xp = self.spec.namespace(self.asarray(np.zeros(1)))
-        return str(xp.__array_namespace_info__().default_dtypes()["real floating"]).rpartition(".")[2]
+        return dtype_name(xp.__array_namespace_info__().default_dtypes()["real floating"])
 
     def dtypes(self) -> tuple[str, ...]:
         declared = self.spec.dtypes

@@ -87,7 +87,7 @@ def overhead_cases() -> dict[str, dict[str, Callable[[], object]]]:
 
 
 def torch_row_cases(threads: int = 2) -> dict[str, dict[str, Callable[[], object]]]:
-    """PyTorch float32 softmax on CPU rows from 1 000 to 32 000 long, where the backend corrects
+    """PyTorch float32 softmax on CPU rows from 512 to 32 000 long, where the backend corrects
     the native kernel's normaliser on rows longer than ``NATIVE_CPU_ROW_LIMIT``."""
     import torch
 

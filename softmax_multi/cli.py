@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         limits = ", ".join(f"{k} {v:g}" for k, v in oracle.TOLERANCE_ULPS.items())
         print("\ncells: pass/FAIL/known (a backend's declared failure) and the largest error seen, in eps")
         print(f"tolerances (eps): {limits}; log_softmax and logsumexp errors are scaled by max(1, |y|)")
-        if code not in (0,):
+        if code != 0:
             print(f"conformance: FAILED (pytest exit code {code})")
         return int(code)
     elif args.command == "accuracy":

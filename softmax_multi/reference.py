@@ -3,8 +3,9 @@
 Every backend either uses these functions or must agree with them (the conformance suite checks
 it). They take arguments already checked by :mod:`softmax_multi._args`: ``x`` real floating,
 ``axes`` a sorted tuple of non-negative ints, ``where`` None or a boolean array that broadcasts
-to ``x``; ``xp``, the namespace of ``x``, may be given to skip looking it up. They branch in Python on shapes and dtypes only, never on values, so they trace under
-``jax.jit``, ``jax.vmap``, ``jax.grad`` and ``torch.compile(fullgraph=True)``.
+to ``x``; ``xp``, the namespace of ``x``, may be given to skip looking it up. They branch in
+Python on shapes and dtypes only, never on values, so they trace under ``jax.jit``, ``jax.vmap``,
+``jax.grad`` and ``torch.compile(fullgraph=True)``.
 """
 
 from __future__ import annotations
