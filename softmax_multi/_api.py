@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from . import reference
-from ._args import check_where, normalize_axes, resolve_dtypes
+from ._args import check_where, dtype_name, normalize_axes, resolve_dtypes
 from .registry import _plans, backend_for_type
 
 __all__ = ["softmax", "log_softmax", "logsumexp"]
@@ -17,7 +17,9 @@ _PYTHON_INPUTS = (int, float, bool, list, tuple)
 _PLAN_LIMIT = 4096
 
 
-def softmax(x: Array, /, axis: int | tuple[int, ...] | None = -1, *, where: Array | None = None, dtype: Any = None) -> Array:
+def softmax(
+    x: Array, /, axis: int | tuple[int, ...] | None = -1, *, where: Array | None = None, dtype: Any = None, out: Array | None = None
+) -> Array:
     """Softmax of ``x`` along ``axis``: ``exp(x - m) / sum(exp(x - m))`` with ``m`` the slice maximum.
 
     Parameters
@@ -32,6 +34,9 @@ def softmax(x: Array, /, axis: int | tuple[int, ...] | None = -1, *, where: Arra
         and a fully masked slice gives all 0 (never NaN).
     dtype
         Cast ``x`` to this real floating dtype first; the result has it too.
+    out
+        A preallocated array of ``x``'s library, shape and device and of the result's dtype to
+        write into (NumPy and PyTorch); it is returned. It may be ``x`` itself.
 
     Returns
     -------
@@ -46,10 +51,14 @@ def softmax(x: Array, /, axis: int | tuple[int, ...] | None = -1, *, where: Arra
     >>> smx.softmax([[1.0, 2.0], [3.0, 4.0]], where=[True, False]).tolist()
     [[1.0, 0.0], [1.0, 0.0]]
     """
+    if out is not None:
+        return _call_out("softmax", x, axis, where, dtype, out)
     return _call("softmax", x, axis, where, dtype)
 
 
-def log_softmax(x: Array, /, axis: int | tuple[int, ...] | None = -1, *, where: Array | None = None, dtype: Any = None) -> Array:
+def log_softmax(
+    x: Array, /, axis: int | tuple[int, ...] | None = -1, *, where: Array | None = None, dtype: Any = None, out: Array | None = None
+) -> Array:
     """Log of the softmax, computed directly: ``x - m - log(sum(exp(x - m)))``.
 
     Arguments as :func:`softmax`; masked entries and fully masked slices give -inf.
@@ -60,6 +69,8 @@ def log_softmax(x: Array, /, axis: int | tuple[int, ...] | None = -1, *, where: 
     >>> smx.log_softmax(np.array([1.0, 1.0])).round(4)
     array([-0.6931, -0.6931])
     """
+    if out is not None:
+        return _call_out("log_softmax", x, axis, where, dtype, out)
     return _call("log_softmax", x, axis, where, dtype)
 
 
@@ -138,7 +149,30 @@ def _plan(func: str, x: Array, axis: Any, dtype: Any) -> tuple:
     return spec, impl, axes, compute, result, direct
 
 
-def _call_general(func: str, plan: tuple, x: Array, where: Any, keepdims: bool | None) -> Array:
+def _call_out(func: str, x: Array, axis: Any, where: Any, dtype: Any, out: Array) -> Array:
+    """softmax or log_softmax written into ``out``, once ``out`` is checked against ``x``."""
+    if type(x) in _PYTHON_INPUTS:
+        x = _from_python(func, x)
+    plan = _plan(func, x, axis, dtype)
+    spec, result = plan[0], plan[4]
+    if spec.out is not True:
+        raise TypeError(f"{func}: out= is not supported for {spec.name} arrays: {spec.out}; use the returned array")
+    other = backend_for_type(type(out), out)
+    if other is not spec:
+        theirs = other.name if other is not None else f"{type(out).__module__}.{type(out).__qualname__}"
+        raise TypeError(f"{func}: x is a {spec.name} array but out is a {theirs} array; pass out from the same library")
+    if tuple(out.shape) != tuple(x.shape):
+        raise ValueError(f"{func}: out has shape {tuple(out.shape)}, expected {tuple(x.shape)} (the shape of x)")
+    if out.dtype != result:
+        raise TypeError(f"{func}: out has dtype {dtype_name(out.dtype)}, expected {dtype_name(result)} (the result's dtype)")
+    if getattr(out, "device", None) != getattr(x, "device", None):
+        raise ValueError(f"{func}: out is on device {out.device}, expected {x.device} (the device of x)")
+    if not getattr(getattr(out, "flags", None), "writeable", True):
+        raise ValueError(f"{func}: out is read-only")
+    return _call_general(func, plan, x, where, None, out)
+
+
+def _call_general(func: str, plan: tuple, x: Array, where: Any, keepdims: bool | None, out: Array | None = None) -> Array:
     spec, impl, axes, compute, result, _ = plan
     xp = spec.namespace(x)
     if where is not None:
@@ -148,11 +182,17 @@ def _call_general(func: str, plan: tuple, x: Array, where: Any, keepdims: bool |
     if x.dtype != compute:  # float16 and bfloat16 are then computed in float32
         x = xp.astype(x, compute)
     try:
+        if out is not None and compute == result:
+            return impl(x, axes, where, out=out)
         y = impl(x, axes, where) if keepdims is None else impl(x, axes, where, keepdims)
     except Exception as err:
         _blame(err, spec, func)
         raise
-    return y if compute == result else xp.astype(y, result)
+    y = y if compute == result else xp.astype(y, result)
+    if out is None:
+        return y
+    out[...] = y  # float16 and bfloat16 results, computed in float32
+    return out
 
 
 def _from_python(func: str, obj: Any) -> np.ndarray:

@@ -79,6 +79,10 @@ class BackendSpec:
         function giving them when they depend on configuration (JAX's float64).
     known_failures
         Conformance check id -> reason, for checks this backend is known to fail.
+    out
+        True when ``softmax`` and ``log_softmax`` take ``out=`` (a preallocated array of ``x``'s
+        shape and the result's dtype, written and returned); otherwise a reason why ``out=`` is
+        refused, shown in the error (``"JAX arrays are immutable"``).
     """
 
     name: str
@@ -95,6 +99,7 @@ class BackendSpec:
     transforms: Mapping[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = dataclasses.field(default_factory=dict)
     dtypes: tuple[str, ...] | Callable[[], tuple[str, ...]] = ("float32", "float64")
     known_failures: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    out: bool | str = "this backend does not write into preallocated arrays"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:

@@ -1,0 +1,426 @@
+"""Fused softmax kernels for float32 and float64 NumPy arrays, compiled with Numba.
+
+NumPy's ufuncs make one pass over memory per operation and a fresh array per result; softmax
+needs a max, a shifted exp, a sum and a division, so the ufunc path reads and writes the data
+four or five times. These kernels read a slice, keep it in cache while they work on it, and
+write the result once:
+
+* **Statistics** of a slice in one pass: blocks of ``BLOCK`` entries, each read twice while it
+  sits in L1 (block max, then the sum of ``exp(x - block max)``), and the blocks' ``(m, s)``
+  pairs merged at the end with the exact overall max (Milakov & Gimelshein's online softmax,
+  without its running rescale, so no rounding error compounds from block to block).
+* **Finishing**: ``exp(x - M) / S`` or ``(x - M) - log S`` written straight into the output.
+
+``exp`` is a polynomial the compiler vectorises (8 float32 or 4 float64 lanes with AVX2):
+Cody-Waite reduction ``x = n ln2 + r`` with ``|r| <= ln2/2``, a Taylor polynomial whose
+truncation error is far below half an ulp, and ``2**n`` built from its bits. Sums are taken
+in float64 (float32 data) or in vector partial sums of at most ``SUB`` terms per lane
+combined with Neumaier compensation (float64 data), so accuracy does not depend on the slice
+length. The conformance suite checks the result against a long-double oracle.
+
+Every kernel is serial and releases the GIL; ``numpy_backend`` splits work over threads.
+Non-finite slices take the same answers as the ufunc path: a slice whose max is not finite, or
+whose sum is NaN, is all NaN (softmax, log_softmax), and logsumexp gives its max (``-inf`` for
+an all ``-inf`` slice, ``+inf``) or NaN when it holds one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba.extending import intrinsic, overload
+
+_JIT = {"nogil": True, "cache": True}
+# Only this set of fast-math flags is allowed on the sums: reassociation lets the compiler keep
+# several vector partial sums, and the code below bounds how many terms each one takes.
+_SUM = {"reassoc", "nsz", "contract"}
+_EXP = {"contract"}  # every caller of exp_diff has the same flags, so that it is inlined
+SHORT = 32  # rows up to this length are done a chunk of rows at a time
+BLOCK = 2048  # entries per block of the statistics pass (16 KiB of float64: stays in L1)
+SUB = 512  # entries per vectorised partial sum of float64 data, combined with compensation
+MAX_BLOCKS = 8192  # statistics scratch per slice: at most 8192 (m, s) pairs, 128 KiB
+
+_LN2_HI = 0.693145751953125  # 16 significant bits: n * _LN2_HI is exact for |n| < 2**37 (2**8 in float32)
+_LN2_LO = 1.42860682030941723212e-6
+_LOG2E = 1.4426950408889634
+_SHIFT_F32 = 1.5 * 2.0**23
+_SHIFT_F64 = 1.5 * 2.0**52
+_SHIFT_F32_BITS = int(np.float32(_SHIFT_F32).view(np.int32))
+_SHIFT_F64_BITS = int(np.float64(_SHIFT_F64).view(np.int64))
+# 1/k! for k = 13 .. 2: the Taylor tail of exp(r) on |r| <= ln2/2, error below 2**-60 relative.
+_TAYLOR = tuple(1.0 / math.factorial(k) for k in range(13, 1, -1))
+_TAYLOR_F32 = _TAYLOR[-6:]  # float32 needs the tail up to r**7/7! only (error below 2**-28 relative)
+
+
+def exp_diff(x, m):  # pragma: no cover - replaced by the overload below inside kernels
+    """exp(x - m) for x <= m (or x = -inf, or NaN), vectorisable; exact to about one ulp.
+
+    ``x - m`` is taken exactly: its rounding error (Knuth's two-sum) joins the reduced argument.
+    Rounded, it would cost up to half an ulp of ``|x - m|`` in relative error: 16 eps at 40.
+    """
+    raise NotImplementedError
+
+
+@overload(exp_diff, jit_options={"fastmath": _EXP})
+def _exp_diff(x, m):
+    if x == numba.types.float32:
+        return _exp_f32
+    if x == numba.types.float64:
+        return _exp_f64
+    return None
+
+
+def _exp_f32(x, m):
+    f = np.float32
+    r = x - m
+    bb = r - x
+    lo = (x - (r - bb)) - (m + bb)  # r + lo == x - m exactly; NaN when x is -inf, unused then
+    under = r < f(-104.0)  # exp rounds to 0 below -103.97 (half the least subnormal)
+    r = f(-104.0) if under else r  # NaN stays NaN: the comparison is False
+    # Adding 1.5 * 2**23 rounds r / ln2 to the integer n, which then sits in the low bits.
+    t = r * f(_LOG2E) + f(_SHIFT_F32)
+    n = t - f(_SHIFT_F32)
+    g = ((r - n * f(_LN2_HI)) - n * f(_LN2_LO)) + lo
+    g2 = g * g  # Estrin's scheme: a shorter chain of dependent operations than Horner's
+    c = _TAYLOR_F32  # 1/7!, 1/6!, ..., 1/2!
+    q = (f(c[5]) + g * f(c[4])) + g2 * ((f(c[3]) + g * f(c[2])) + g2 * (f(c[1]) + g * f(c[0])))
+    y = (g2 * q + g) + f(1.0)
+    k = np.float32(t).view(np.int32) - _SHIFT_F32_BITS  # n, in [-150, 0]
+    # 2**k from its bits: 2**(k + 64) is a normal float for every k here, and 2**k exact even
+    # where it is subnormal (k >= -149), so y * 2**k rounds once; it is off the critical path.
+    scale = np.int32((k + 127 + 64) << 23).view(np.float32) * f(2.0**-64)
+    y = y * scale
+    return f(0.0) if under else y
+
+
+def _exp_f64(x, m):
+    r = x - m
+    bb = r - x
+    lo = (x - (r - bb)) - (m + bb)
+    under = r < -746.0  # exp rounds to 0 below -745.13
+    r = -746.0 if under else r
+    t = r * _LOG2E + _SHIFT_F64
+    n = t - _SHIFT_F64
+    g = ((r - n * _LN2_HI) - n * _LN2_LO) + lo
+    g2 = g * g
+    g4 = g2 * g2
+    c = _TAYLOR  # 1/13!, 1/12!, ..., 1/2!
+    q0 = (c[11] + g * c[10]) + g2 * (c[9] + g * c[8])
+    q1 = (c[7] + g * c[6]) + g2 * (c[5] + g * c[4])
+    q2 = (c[3] + g * c[2]) + g2 * (c[1] + g * c[0])
+    q = q0 + g4 * (q1 + g4 * q2)
+    y = (g2 * q + g) + 1.0
+    k = np.float64(t).view(np.int64) - _SHIFT_F64_BITS  # n, in [-1077, 0]
+    scale = np.int64((k + 1023 + 64) << 52).view(np.float64) * 2.0**-64
+    y = y * scale
+    return 0.0 if under else y
+
+
+@intrinsic
+def maxnum(typingctx, a, b):
+    """LLVM's maxnum: the larger of a and b, ignoring a NaN. Unlike a compare-and-select, the
+    compiler turns a loop of these into a vector reduction."""
+
+    def codegen(context, builder, signature, args):
+        t = args[0].type
+        return builder.call(builder.module.declare_intrinsic("llvm.maxnum", [t], ir.FunctionType(t, [t, t])), args)
+
+    return a(a, b), codegen
+
+
+@numba.njit(fastmath={"nnan", "nsz", "reassoc"}, **_JIT)
+def _max(x, lo, hi):
+    """Largest entry of x[lo:hi] (hi > lo); may miss a NaN, which the sum then reveals."""
+    xs = x[lo:hi]
+    m = xs[0]
+    for j in range(1, xs.shape[0]):
+        m = maxnum(m, xs[j])
+    return m
+
+
+@numba.njit(fastmath=_EXP, **_JIT)
+def _exp_shifted(x, lo, hi, m, buf):
+    """buf[:hi - lo] = exp(x[lo:hi] - m), vectorised."""
+    xs = x[lo:hi]  # slices, so that indices are known non-negative and the loop vectorises
+    for j in range(xs.shape[0]):
+        buf[j] = exp_diff(xs[j], m)
+
+
+@numba.njit(fastmath=_SUM, **_JIT)
+def _sum_run(buf, lo, hi):
+    """Sum of buf[lo:hi] in float64, as vector partial sums."""
+    xs = buf[lo:hi]
+    s = 0.0
+    for j in range(xs.shape[0]):
+        s += np.float64(xs[j])
+    return s
+
+
+@numba.njit(**_JIT)
+def _sum_exp(x, lo, hi, m, buf):
+    """Sum of exp(x[j] - m) over [lo, hi): runs of SUB terms, combined with Neumaier compensation."""
+    s = 0.0
+    c = 0.0
+    for a in range(lo, hi, buf.shape[0]):
+        b = min(a + buf.shape[0], hi)
+        _exp_shifted(x, a, b, m, buf)
+        for r in range(0, b - a, SUB):
+            t = _sum_run(buf, r, min(r + SUB, b - a))
+            u = s + t
+            c += (s - u) + t if s >= t else (t - u) + s
+            s = u
+    return s + c
+
+
+@numba.njit(**_JIT)
+def slice_stats(x, lo, hi, ms, ss, buf, keep):
+    """(max, sum of exp(x - max)) of x[lo:hi], hi > lo, and the block size used.
+
+    ms and ss receive each block's stats; buf is scratch for exps, or, with ``keep``, an array
+    as long as x that keeps exp(x - block max) of every block for :func:`rescale_blocks`.
+    """
+    size = hi - lo
+    block = max(BLOCK, -(-size // ms.shape[0]))
+    nb = 0
+    for a in range(lo, hi, block):
+        b = min(a + block, hi)
+        m = _max(x, a, b)
+        ms[nb] = m
+        if m == -np.inf:  # an all -inf block adds nothing
+            ss[nb] = 0.0
+            if keep:
+                buf[a:b] = 0.0
+        elif m < np.inf:
+            ss[nb] = _sum_exp(x, a, b, m, buf[a:b] if keep else buf)
+        else:  # +inf or NaN: the whole slice is NaN (softmax) or decided by logsumexp_of
+            ss[nb] = np.nan
+        nb += 1
+    big, s = _merge_blocks(ms, ss, nb)
+    return big, s, block
+
+
+@numba.njit(**_JIT)
+def _merge_blocks(ms, ss, nb):
+    """The exact max of the blocks, and their sums brought to it with Neumaier compensation."""
+    big = -np.inf
+    for i in range(nb):
+        big = max(big, np.float64(ms[i]))
+    if nb == 1:
+        return big, ss[0]
+    if not -np.inf < big < np.inf:
+        return big, np.nan
+    s = 0.0
+    c = 0.0
+    for i in range(nb):
+        t = ss[i] * exp_diff(ms[i], big) if ms[i] > -np.inf else 0.0
+        u = s + t
+        c += (s - u) + t if s >= t else (t - u) + s
+        s = u
+    return big, s + c
+
+
+@numba.njit(**_JIT)
+def rescale_blocks(out, lo, hi, block, ms, m, s):
+    """Turn the exps that slice_stats kept in out[lo:hi] into softmax: block i times exp(ms[i] - m) / s."""
+    if not (-np.inf < m < np.inf and s == s):
+        out[lo:hi] = np.nan
+        return
+    i = 0
+    for a in range(lo, hi, block):
+        f = out.dtype.type(exp_diff(ms[i], m) / s) if ms[i] > -np.inf else out.dtype.type(0.0)
+        _scale(out, a, min(a + block, hi), f)
+        i += 1
+
+
+@numba.njit(**_JIT)
+def _scale(out, lo, hi, f):
+    ys = out[lo:hi]
+    for j in range(ys.shape[0]):
+        ys[j] *= f
+
+
+@numba.njit(**_JIT)
+def merge_stats(m1, s1, m2, s2):
+    """The online-softmax merge of two slices' (max, sum) pairs; NaN sums stay NaN."""
+    m = max(m1, m2)
+    if m == -np.inf:
+        return m, s1 + s2
+    return m, s1 * math.exp(m1 - m) + s2 * math.exp(m2 - m)
+
+
+@numba.njit(fastmath=_EXP, **_JIT)
+def _finish_log_softmax(x, out, lo, hi, m, s):
+    if not (-np.inf < m < np.inf and s == s):
+        out[lo:hi] = np.nan
+        return
+    mm = x.dtype.type(m)
+    log_s = math.log(s)
+    xs = x[lo:hi]
+    ys = out[lo:hi]
+    for j in range(xs.shape[0]):
+        ys[j] = np.float64(xs[j] - mm) - log_s
+
+
+@numba.njit(**_JIT)
+def logsumexp_of(x, lo, hi, m, s):
+    """logsumexp of x[lo:hi] from its statistics."""
+    if -np.inf < m < np.inf and s == s:
+        return m + math.log(s)
+    if m == np.inf and not np.isnan(x[lo:hi]).any():
+        return m
+    return m if np.isnan(m) or m == -np.inf else np.nan
+
+
+@numba.njit(**_JIT)
+def rows(func, x, out, r0, r1, ms, ss, buf):
+    """softmax (func 0), log_softmax (1) or logsumexp (2) of rows r0..r1 of the 2-D x."""
+    n = x.shape[1]
+    for i in range(r0, r1):
+        row = x[i]
+        if n == 0:
+            if func == 2:
+                out[i, 0] = -np.inf
+            continue
+        if func == 0:  # exps written once (block by block), then scaled: one exp per entry
+            m, s, block = slice_stats(row, 0, n, ms, ss, out[i], True)
+            rescale_blocks(out[i], 0, n, block, ms, m, s)
+            continue
+        m, s, block = slice_stats(row, 0, n, ms, ss, buf, False)
+        if func == 1:
+            _finish_log_softmax(row, out[i], 0, n, m, s)
+        else:
+            out[i, 0] = logsumexp_of(row, 0, n, m, s)
+
+
+@numba.njit(fastmath=_EXP, **_JIT)
+def short_rows(func, x, out, n, r0, r1, ms, buf):
+    """rows() for short rows (n <= SHORT), x and out flat: a row at a time costs too much per call.
+
+    In chunks of ``len(ms)`` rows: each row's max (spread over its entries in buf), then one
+    vectorised exp over the whole chunk, then each row's sum and result.
+    """
+    for c0 in range(r0, r1, ms.shape[0]):
+        c1 = min(c0 + ms.shape[0], r1)
+        xs = x[c0 * n : c1 * n]
+        es = buf[: xs.shape[0]]
+        for i in range(c1 - c0):
+            row = xs[i * n : i * n + n]
+            m = row[0]
+            for j in range(1, n):
+                m = maxnum(m, row[j])
+            ms[i] = m
+            es[i * n : i * n + n] = m
+        for k in range(es.shape[0]):  # NaN for all -inf, +inf or NaN rows: found below by the sum
+            es[k] = exp_diff(xs[k], es[k])
+        for i in range(c1 - c0):
+            e = es[i * n : i * n + n]
+            s = 0.0
+            for j in range(n):
+                s += np.float64(e[j])
+            r = c0 + i
+            if func == 2:
+                out[r] = logsumexp_of(xs, i * n, i * n + n, np.float64(ms[i]), s)
+                continue
+            o = out[r * n : r * n + n]
+            if not (-np.inf < ms[i] < np.inf and s == s):
+                o[:] = np.nan
+            elif func == 0:
+                inv = x.dtype.type(1.0 / s)
+                for j in range(n):
+                    o[j] = e[j] * inv
+            else:
+                row = xs[i * n : i * n + n]
+                log_s = math.log(s)
+                m = ms[i]
+                for j in range(n):
+                    o[j] = np.float64(row[j] - m) - log_s
+
+
+@numba.njit(**_JIT)
+def row_part_stats(func, x, out, lo, hi, ms, ss, buf):
+    """Statistics of x[lo:hi] of a 1-D x (one thread's share of one long slice); for softmax
+    (func 0) the exps stay in out[lo:hi], to be scaled by :func:`row_part_finish`."""
+    if hi <= lo:
+        return -np.inf, 0.0, BLOCK
+    if func == 0:
+        return slice_stats(x, lo, hi, ms, ss, out, True)
+    return slice_stats(x, lo, hi, ms, ss, buf, False)
+
+
+@numba.njit(**_JIT)
+def row_part_finish(func, x, out, lo, hi, block, ms, m, s):
+    if hi <= lo:
+        return
+    if func == 0:
+        rescale_blocks(out, lo, hi, block, ms, m, s)
+    else:
+        _finish_log_softmax(x, out, lo, hi, m, s)
+
+
+@numba.njit(fastmath=_EXP, **_JIT)
+def columns(func, x, out, t0, t1, width, ms, ss):
+    """The same along the middle axis of the 3-D x (outer, n, inner), over tiles t0..t1.
+
+    A tile is ``width`` adjacent columns of one outer index; its max and compensated sum are
+    kept per column in ms[:width] and ss[:width] (plus ss[width:2 width] for the compensation),
+    each pass reading rows of ``width`` contiguous entries.
+    """
+    n = x.shape[1]
+    inner = x.shape[2]
+    tiles_per_outer = -(-inner // width)
+    for t in range(t0, t1):
+        o = t // tiles_per_outer
+        j0 = (t % tiles_per_outer) * width
+        j1 = min(j0 + width, inner)
+        w = j1 - j0
+        m = ms[:w]
+        s = ss[:w]
+        c = ss[width : width + w]
+        m[:] = -np.inf
+        for k in range(n):
+            for j in range(w):
+                m[j] = maxnum(m[j], np.float64(x[o, k, j0 + j]))  # misses NaN; the sum below finds it
+        s[:] = 0.0
+        c[:] = 0.0
+        for k in range(n):
+            for j in range(w):
+                mj = x.dtype.type(m[j])
+                t_ = np.float64(exp_diff(x[o, k, j0 + j], mj))
+                u = s[j] + t_
+                c[j] += (s[j] - u) + t_ if s[j] >= t_ else (t_ - u) + s[j]
+                s[j] = u
+        for j in range(w):
+            s[j] += c[j]
+            if not -np.inf < m[j] < np.inf or s[j] != s[j]:
+                if func == 2:
+                    col = x[o, :, j0 + j]
+                    if m[j] == np.inf and not np.isnan(col).any():
+                        s[j] = np.inf
+                    elif m[j] == -np.inf or n == 0:
+                        s[j] = -np.inf
+                    else:
+                        s[j] = np.nan
+                    m[j] = 0.0
+                else:
+                    m[j] = np.nan
+            elif func == 1:
+                s[j] = math.log(s[j])
+            elif func == 2:
+                s[j] = m[j] + math.log(s[j])
+            else:
+                s[j] = 1.0 / s[j]
+        if func == 2:
+            for j in range(w):
+                out[o, 0, j0 + j] = s[j]
+            continue
+        for k in range(n):
+            for j in range(w):
+                v = x[o, k, j0 + j]
+                mj = x.dtype.type(m[j])
+                if func == 0:
+                    out[o, k, j0 + j] = exp_diff(v, mj) * x.dtype.type(s[j])
+                else:
+                    out[o, k, j0 + j] = np.float64(v - mj) - s[j]
