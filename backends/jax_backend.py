@@ -135,4 +135,5 @@ spec = BackendSpec(
     devices=_devices,
     transforms={"jit": _jit, "vmap": _vmap, "grad": _grad},
     dtypes=_dtypes,
+    out="JAX arrays are immutable",
 )

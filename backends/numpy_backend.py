@@ -187,8 +187,6 @@ def _fused_call(func: int, x: np.ndarray, axes: tuple[int, ...], out: np.ndarray
     """
     if x.dtype.char not in "fd" or not x.flags.c_contiguous or not axes or axes[-1] - axes[0] != len(axes) - 1:
         return None
-    if out is not None and not out.flags.c_contiguous:
-        return None
     k = fused_kernels()
     if k is None:
         return None
@@ -200,8 +198,8 @@ def _fused_call(func: int, x: np.ndarray, axes: tuple[int, ...], out: np.ndarray
         y = np.empty(shape[: axes[0]] + (1,) * len(axes) + shape[axes[-1] + 1 :], x.dtype)
     elif out is None:
         y = np.empty_like(x)
-    elif out is not x and np.may_share_memory(out, x):  # overlapping but not the same: no aliasing games
-        y = np.empty_like(x)
+    elif not out.flags.c_contiguous or (out is not x and np.may_share_memory(out, x)):
+        y = np.empty_like(x)  # strided, or overlapping x without being x: computed aside, then copied
     else:
         y = out
     x3 = x.reshape(outer, n, inner)

@@ -25,7 +25,9 @@ def _namespace(x: Any = None) -> Any:
     return array_api_compat.torch
 
 
-def softmax(x: Any, axes: tuple[int, ...], where: Any = None) -> Any:
+def softmax(x: Any, axes: tuple[int, ...], where: Any = None, out: Any = None) -> Any:
+    if out is not None:
+        return _into(out, "softmax", x, axes, where)
     if where is not None or len(axes) != 1:
         return reference.softmax(x, axes, where, xp=_namespace())
     dim = axes[0]
@@ -36,7 +38,9 @@ def softmax(x: Any, axes: tuple[int, ...], where: Any = None) -> Any:
     return y / s if y.requires_grad else y.div_(s)  # softmax's backward reads its own output
 
 
-def log_softmax(x: Any, axes: tuple[int, ...], where: Any = None) -> Any:
+def log_softmax(x: Any, axes: tuple[int, ...], where: Any = None, out: Any = None) -> Any:
+    if out is not None:
+        return _into(out, "log_softmax", x, axes, where)
     if where is not None or len(axes) != 1:
         return reference.log_softmax(x, axes, where, xp=_namespace())
     dim = axes[0]
@@ -47,6 +51,26 @@ def log_softmax(x: Any, axes: tuple[int, ...], where: Any = None) -> Any:
     # (y <= about 0, so exp(y) cannot overflow and its sum is about 1).
     c = y.exp().sum(dim, keepdim=True).log_()
     return y - c if y.requires_grad else y.sub_(c)
+
+
+def _into(out: Any, func: str, x: Any, axes: tuple[int, ...], where: Any) -> Any:
+    """softmax or log_softmax written into out: torch's own out= kernels, then the same row fix."""
+    import torch
+
+    if torch.is_grad_enabled() and (x.requires_grad or out.requires_grad):
+        # torch's out= variants silently drop the graph; refuse rather than lose the gradient.
+        raise TypeError(f"{func}: out= cannot take part in autograd (x or out requires grad); call {func} without out=")
+    if where is not None or len(axes) != 1:
+        out.copy_(getattr(reference, func)(x, axes, where, xp=_namespace()))
+        return out
+    dim = axes[0]
+    getattr(torch, func)(x, dim, out=out)
+    if x.shape[dim] > NATIVE_CPU_ROW_LIMIT and x.is_cpu:
+        if func == "softmax":
+            out.div_(out.sum(dim, keepdim=True))
+        else:
+            out.sub_(out.exp().sum(dim, keepdim=True).log_())
+    return out
 
 
 def logsumexp(x: Any, axes: tuple[int, ...], where: Any = None, keepdims: bool = False) -> Any:
@@ -102,4 +126,5 @@ spec = BackendSpec(
     devices=_devices,
     transforms={"compile": _compile, "autograd": _autograd},
     dtypes=("float16", "bfloat16", "float32", "float64"),
+    out=True,
 )

@@ -33,6 +33,51 @@ def test_error_contract(backend, f, case):
         call(f, backend)
 
 
+OUT_FUNCS = pytest.mark.parametrize("f", [smx.softmax, smx.log_softmax], ids=lambda f: f.__name__)
+
+# out= (softmax and log_softmax): the rows for backends that write into out=, and the one error
+# of those that cannot (JAX: immutable arrays; array-api-strict: no in-place writes in the standard).
+OUT_CONTRACT = [
+    ("out of the wrong shape", lambda f, b: f(b.asarray(np.zeros((2, 3))), out=b.asarray(np.zeros((3, 2)))), ValueError, r"out has shape \(3, 2\), expected \(2, 3\) \(the shape of x\)"),
+    ("out of the wrong dtype", lambda f, b: f(b.asarray(np.zeros((2, 3))), out=b.asarray(np.zeros((2, 3), np.float32))), TypeError, r"out has dtype float32, expected float64 \(the result's dtype\)"),
+    ("out of another library", lambda f, b: f(b.asarray(np.zeros((2, 3))), out=_foreign(b, np.zeros((2, 3)))), TypeError, r"x is a \w+ array but out is a \w+ array; pass out from the same library"),
+]
+
+
+def _foreign(b: Backend, a: np.ndarray):
+    return Backend.named("torch" if b.name == "numpy" else "numpy").asarray(a)
+
+
+@OUT_FUNCS
+@pytest.mark.parametrize("case", OUT_CONTRACT, ids=[c[0] for c in OUT_CONTRACT])
+def test_out_contract(backend, f, case):
+    _, call, exc, pattern = case
+    if backend.spec.out is not True:
+        exc, pattern = TypeError, rf"out= is not supported for {backend.name} arrays: .+; use the returned array"
+    with pytest.raises(exc, match=f"^{f.__name__}: {pattern}"):
+        call(f, backend)
+
+
+@OUT_FUNCS
+def test_out_read_only_numpy(f):
+    out = np.zeros(3)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match=f"^{f.__name__}: out is read-only"):
+        f(np.zeros(3), out=out)
+
+
+def test_out_with_autograd_is_refused():
+    torch = pytest.importorskip("torch")
+    x = torch.zeros(3, requires_grad=True)
+    with pytest.raises(TypeError, match="^softmax: out= cannot take part in autograd"):
+        smx.softmax(x, out=torch.empty(3))
+
+
+def test_logsumexp_has_no_out():
+    with pytest.raises(TypeError, match="out"):
+        smx.logsumexp(np.zeros(3), out=np.zeros(()))
+
+
 @FUNCS
 @pytest.mark.parametrize("other", ["numpy", "array_api_strict", "jax", "torch"])
 def test_arrays_of_two_libraries(backend, f, other):

@@ -38,3 +38,151 @@ def test_python_scalars_and_lists_are_numpy():
     assert isinstance(smx.logsumexp([[1, 2], [3, 4]]), np.ndarray)
     assert float(smx.softmax(3.0)) == 1.0
     assert smx.softmax([1, 2]).dtype == np.float64
+
+
+# --- the fused kernels (Numba) ------------------------------------------------------------------
+
+from softmax_multi.backends import numpy_backend as nb  # noqa: E402
+
+SHAPES = [  # (shape, axis): each kind of work split the kernels have
+    ((300, 5000), -1),  # rows, split over threads
+    ((1, 300_000), -1),  # one long row, split within the row
+    ((40_000, 7), -1),  # short rows, a chunk of rows at a time
+    ((2000, 300), 0),  # the axis is not the last one: column tiles
+    ((20, 30, 40), (1, 2)),  # adjacent axes
+    ((50_000,), None),
+]
+
+
+def test_fused_kernels_are_in_use():
+    assert nb.fused_kernels() is not None, "Numba is installed by the test extra: the fused kernels must load"
+
+
+@ALL_FUNCS
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape,axis", SHAPES, ids=[str(s) for s, _ in SHAPES])
+def test_fused_matches_oracle(rng, func, dtype, shape, axis):
+    f, o, log = FUNCS[func]
+    x = (rng.standard_normal(shape) * 8).astype(dtype)  # wide: x - max reaches -70
+    flat = x.reshape(-1)
+    flat[5] = -np.inf  # a -inf entry in a finite slice
+    axes = tuple(range(x.ndim)) if axis is None else tuple(a % x.ndim for a in np.atleast_1d(axis))
+    oracle.assert_close(f(x, axis=axis), o(x, axes), dtype, log_scale=log)
+
+
+@ALL_FUNCS
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_special_slices(func, dtype):
+    f, o, log = FUNCS[func]
+    x = np.random.default_rng(3).standard_normal((64, 5000)).astype(dtype)
+    x[1] = -np.inf
+    x[2, 7] = np.inf
+    x[3, 9] = np.nan
+    x[4, 11:13] = np.inf
+    x[5, 100] = np.finfo(dtype).max
+    x[5, 200] = -np.finfo(dtype).max
+    x[6, :4000] = -np.inf
+    oracle.assert_close(f(x, axis=-1), o(x, (1,)), dtype, log_scale=log)
+    oracle.assert_close(f(x.T.copy(), axis=0), o(x.T, (0,)), dtype, log_scale=log)
+
+
+@pytest.mark.parametrize("func", ["softmax", "log_softmax"])
+def test_fused_and_ufunc_paths_agree(rng, monkeypatch, func):
+    f, o, log = FUNCS[func]
+    x = rng.standard_normal((100, 2000)).astype(np.float32)
+    fused = f(x)
+    monkeypatch.setattr(nb, "_kernels", False)  # as without Numba
+    plain = f(x)
+    oracle.assert_close(fused, o(x, (1,)), "float32", log_scale=log)
+    oracle.assert_close(plain, o(x, (1,)), "float32", log_scale=log)
+
+
+@pytest.mark.parametrize("func", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("shape", [(7,), (300, 5000), (2000, 300)], ids=str)
+def test_out_is_written_and_returned(rng, func, shape):
+    f = FUNCS[func][0]
+    x = rng.standard_normal(shape).astype(np.float32)
+    x0 = x.copy()
+    out = np.full_like(x, np.nan)
+    assert f(x, axis=0, out=out) is out
+    np.testing.assert_array_equal(out, f(x, axis=0))
+    np.testing.assert_array_equal(x, x0)  # never the input
+    assert f(x, axis=0, out=x) is x  # in place, when asked for
+    np.testing.assert_array_equal(x, out)
+
+
+def test_out_overlapping_x_and_strided_out(rng):
+    buf = rng.standard_normal(300 * 5000 + 1).astype(np.float32)
+    x = buf[1:].reshape(300, 5000)
+    expected = smx.softmax(x.copy())
+    smx.softmax(x, out=buf[:-1].reshape(300, 5000))  # overlaps x, shifted by one entry
+    np.testing.assert_array_equal(buf[:-1].reshape(300, 5000), expected)
+    out = np.empty((300, 10000), np.float32)[:, ::2]
+    np.testing.assert_array_equal(smx.softmax(expected, out=out), smx.softmax(expected))
+
+
+@pytest.mark.parametrize(
+    "func,out",
+    [("softmax", False), ("softmax", True), ("log_softmax", False), ("log_softmax", True), ("logsumexp", False)],
+    ids=["softmax", "softmax-out=", "log_softmax", "log_softmax-out=", "logsumexp"],
+)
+def test_fused_peak_memory(rng, func, out):
+    """Peak extra memory: the output and a few cache-sized blocks, never a copy of the input."""
+    import tracemalloc
+
+    f = FUNCS[func][0]
+    x = rng.standard_normal((1024, 4096)).astype(np.float32)  # 16 MiB
+    y = np.empty_like(x) if out else None
+    kwargs = {"out": y} if out else {}
+    f(x, axis=-1, **kwargs)  # warm: compiled, thread pool started
+    tracemalloc.start()
+    try:
+        f(x, axis=-1, **kwargs)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    result = 0 if out or func == "logsumexp" else x.nbytes
+    blocks = 2 * nb.THREADS * 256 * 1024  # scratch of each thread: under 256 KiB, twice over
+    assert peak <= result + blocks, f"peak {peak} bytes; output {result}, allowed extra {blocks}"
+
+
+def test_fused_threads_from_many_callers(rng):
+    from concurrent.futures import ThreadPoolExecutor
+
+    xs = [rng.standard_normal((200, 3000)).astype(np.float32) for _ in range(8)]
+    expected = [oracle.softmax(x, (1,)) for x in xs]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda x: smx.softmax(x), xs * 4))
+    for y, e in zip(results, expected * 4):
+        oracle.assert_close(y, e, "float32")
+
+
+def test_fused_after_fork(rng):
+    """A forked child inherits the thread pool object but not its threads: it must start its own."""
+    import multiprocessing
+
+    x = rng.standard_normal((400, 5000)).astype(np.float32)
+    smx.softmax(x)  # the parent's pool is running
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        child = pool.apply_async(_softmax_in_child, (x,)).get(timeout=60)
+    np.testing.assert_array_equal(child, smx.softmax(x))
+
+
+def _softmax_in_child(x):
+    return smx.softmax(x)
+
+
+def test_conformance_suite_through_the_fused_kernels():
+    """The whole conformance suite, every input sent through the fused kernels and their threads."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, SOFTMAX_MULTI_FUSED_MIN_SIZE="1", SOFTMAX_MULTI_PARALLEL_MIN_SIZE="1")
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "softmax_multi.conformance", "--backend", "numpy"],
+        env=env, capture_output=True, text=True, timeout=600, cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout and " failed" not in run.stdout
