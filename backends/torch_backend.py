@@ -1,9 +1,11 @@
 """PyTorch backend: CPU and CUDA tensors, autograd, torch.compile; accurate at every row length.
 
 PyTorch's CPU softmax kernels sum each row in float sequentially across vector lanes, so their
-error grows with the row (about 120 eps at 32 000 and 1 500 eps at 1e6 in float32). A row's
-error there is one common factor, its normaliser, so dividing the native result by its own
-(cascade-summed, accurate) sum fixes it at the cost of one read and one in-place pass.
+error grows with the row (about 120 eps at 32 000 and 1 500 eps at 1e6 in float32). Rows longer
+than ``NATIVE_CPU_ROW_LIMIT`` therefore run the NumPy backend's fused kernels on the tensor's own
+memory, when nothing needs torch to see the computation. Otherwise (autograd, torch.compile,
+functorch, no Numba) a row's error is one common factor, its normaliser, so dividing the native
+result by its own (cascade-summed, accurate) sum fixes it at the cost of one read and one pass.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from typing import Any
 import numpy as np
 
 from softmax_multi import reference
+from softmax_multi.backends import numpy_backend
+from softmax_multi.backends.numpy_backend import log_softmax as log_softmax_np
+from softmax_multi.backends.numpy_backend import softmax as softmax_np
 from softmax_multi.registry import BackendSpec
 
 # Longest CPU row whose native softmax stays within the conformance tolerance (16 eps) unaided.
@@ -31,9 +36,12 @@ def softmax(x: Any, axes: tuple[int, ...], where: Any = None, out: Any = None) -
     if where is not None or len(axes) != 1:
         return reference.softmax(x, axes, where, xp=_namespace())
     dim = axes[0]
-    y = x.softmax(dim)  # the method: no framework import on the hot path
     if x.shape[dim] <= NATIVE_CPU_ROW_LIMIT or not x.is_cpu:
+        return x.softmax(dim)  # the method: no framework import on the hot path
+    y = _fused(softmax_np, x, dim)
+    if y is not None:
         return y
+    y = x.softmax(dim)
     s = y.sum(dim, keepdim=True)
     return y / s if y.requires_grad else y.div_(s)  # softmax's backward reads its own output
 
@@ -44,13 +52,36 @@ def log_softmax(x: Any, axes: tuple[int, ...], where: Any = None, out: Any = Non
     if where is not None or len(axes) != 1:
         return reference.log_softmax(x, axes, where, xp=_namespace())
     dim = axes[0]
-    y = x.log_softmax(dim)
     if x.shape[dim] <= NATIVE_CPU_ROW_LIMIT or not x.is_cpu:
+        return x.log_softmax(dim)
+    y = _fused(log_softmax_np, x, dim)
+    if y is not None:
         return y
+    y = x.log_softmax(dim)
     # The same common error, on the log scale: subtract the log of the accurate sum of exp(y)
     # (y <= about 0, so exp(y) cannot overflow and its sum is about 1).
     c = y.exp().sum(dim, keepdim=True).log_()
     return y - c if y.requires_grad else y.sub_(c)
+
+
+def _fused(kernel: Any, x: Any, dim: int, out: Any = None) -> Any:
+    """The NumPy backend's fused kernels run on a CPU tensor's own memory (no copy), when nothing
+    needs torch to see the computation: no autograd recording, no torch.compile tracing, no
+    functorch transform. Faster than torch's kernel and accurate; None when it does not apply."""
+    import torch
+
+    if (
+        x.dtype not in (torch.float32, torch.float64)
+        or (x.requires_grad and torch.is_grad_enabled())
+        or torch.compiler.is_compiling()
+        or torch._C._functorch.is_functorch_wrapped_tensor(x)
+        or not x.is_contiguous()
+        or numpy_backend.fused_kernels() is None
+    ):
+        return None
+    a = x.detach().numpy()
+    y = kernel(a, (dim % x.ndim,), None, None if out is None else out.detach().numpy())
+    return out if out is not None else torch.from_numpy(y)
 
 
 def _into(out: Any, func: str, x: Any, axes: tuple[int, ...], where: Any) -> Any:
@@ -64,6 +95,10 @@ def _into(out: Any, func: str, x: Any, axes: tuple[int, ...], where: Any) -> Any
         out.copy_(getattr(reference, func)(x, axes, where, xp=_namespace()))
         return out
     dim = axes[0]
+    if x.shape[dim] > NATIVE_CPU_ROW_LIMIT and x.is_cpu and out.is_contiguous():
+        kernel = softmax_np if func == "softmax" else log_softmax_np
+        if _fused(kernel, x, dim, out) is not None:
+            return out
     getattr(torch, func)(x, dim, out=out)
     if x.shape[dim] > NATIVE_CPU_ROW_LIMIT and x.is_cpu:
         if func == "softmax":

@@ -7,11 +7,24 @@ in one run, never an absolute number compared across runs.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Mapping
 
-__all__ = ["time_interleaved", "overhead_cases", "torch_row_cases", "run_group", "accuracy_table"]
+__all__ = [
+    "time_interleaved",
+    "overhead_cases",
+    "torch_row_cases",
+    "run_group",
+    "accuracy_table",
+    "GRID_SHAPES",
+    "grid_case",
+    "run_grid",
+    "grid_table",
+    "targets",
+    "plot_grid",
+]
 
 
 def time_interleaved(
@@ -105,6 +118,211 @@ def torch_row_cases(threads: int = 2) -> dict[str, dict[str, Callable[[], object
 
 
 GROUPS = {"overhead": overhead_cases, "torch-rows": torch_row_cases}
+
+# --- the grid: every shape x dtype x function, each backend against its native peers ------------
+
+GRID_SHAPES = [(10,), (1000,), (64, 1000), (1_000_000,), (1_000_000, 10), (1024, 32000), (4096, 32000), (100, 1_000_000)]
+GRID_FUNCS = ("softmax", "log_softmax", "logsumexp")
+COPY = "copy (bandwidth bound)"
+
+
+def grid_case(shape: tuple[int, ...], dtype: str, func: str, backends: tuple[str, ...] = ("numpy", "torch", "jax")) -> dict[str, Callable[[], object]]:
+    """The methods timed together for one shape, dtype and function, along the last axis.
+
+    Our methods are named ``smx[<backend>]``; the rest are native peers. ``COPY`` copies the
+    input's bytes into a preallocated array: the bandwidth bound a one-pass kernel can approach.
+    """
+    import importlib.util
+
+    import numpy as np
+
+    from . import _api
+
+    ours = getattr(_api, func)
+    kw = {"axis": -1}
+    x = (np.random.default_rng(0).standard_normal(shape) * 3).astype(dtype)
+    sink = np.empty_like(x)
+    m: dict[str, Callable[[], object]] = {COPY: lambda: np.copyto(sink, x)}
+    if "numpy" in backends:
+        m["smx[numpy]"] = lambda: ours(x, **kw)
+        if func != "logsumexp":
+            out = np.empty_like(x)
+            m["smx[numpy] out="] = lambda: ours(x, out=out, **kw)
+        if importlib.util.find_spec("scipy"):
+            import scipy.special
+
+            peer = getattr(scipy.special, func)
+            m[f"scipy.special.{func}"] = lambda: peer(x, axis=-1)
+        m["NumPy expression"] = lambda: _numpy_expression(np, func, x)
+    if "torch" in backends and importlib.util.find_spec("torch"):
+        m.update(_torch_methods(func, x, ours, kw))
+    if "jax" in backends and importlib.util.find_spec("jax"):
+        m.update(_jax_methods(func, x, ours))
+    return m
+
+
+def _numpy_expression(np, func, x):
+    """What one writes by hand: the max-shifted formula with NumPy ufuncs."""
+    m = x.max(-1, keepdims=True)
+    if func == "softmax":
+        e = np.exp(x - m)
+        return e / e.sum(-1, keepdims=True)
+    s = np.log(np.exp(x - m).sum(-1, keepdims=True))
+    return x - m - s if func == "log_softmax" else (m + s)[..., 0]
+
+
+def _torch_methods(func, x, ours, kw):
+    import torch
+
+    t = torch.from_numpy(x)  # shares x's memory: no copy
+    out = torch.empty_like(t)
+    native = {"softmax": torch.softmax, "log_softmax": torch.log_softmax}.get(func)
+
+    def threads(n, f):
+        def call():
+            torch.set_num_threads(n)
+            return f()
+
+        return call
+
+    m = {"smx[torch]": threads(2, lambda: ours(t, **kw))}
+    if native is None:  # logsumexp
+        m["torch.logsumexp, 1 thread"] = threads(1, lambda: torch.logsumexp(t, -1))
+        m["torch.logsumexp, 2 threads"] = threads(2, lambda: torch.logsumexp(t, -1))
+        return m
+    m[f"torch.{func}, 1 thread"] = threads(1, lambda: native(t, -1))
+    m[f"torch.{func}, 2 threads"] = threads(2, lambda: native(t, -1))
+    m[f"torch.{func} out=, 2 threads"] = threads(2, lambda: native(t, -1, out=out))
+    return m
+
+
+def _jax_methods(func, x, ours):
+    import jax
+
+    j = jax.device_put(x)
+    peer = {"softmax": jax.nn.softmax, "log_softmax": jax.nn.log_softmax, "logsumexp": jax.nn.logsumexp}[func]
+    mine = jax.jit(lambda a: ours(a, axis=-1))
+    theirs = jax.jit(lambda a: peer(a, axis=-1))
+    return {"smx[jax] jit": lambda: mine(j).block_until_ready(), f"jax.nn.{func} jit": lambda: theirs(j).block_until_ready()}
+
+
+def run_grid(
+    shapes=GRID_SHAPES, dtypes=("float32", "float64"), funcs=GRID_FUNCS, backends=("numpy", "torch", "jax"), rounds: int = 7, progress=None
+) -> list[dict]:
+    """Time every case of the grid; one dict per case: shape, dtype, func, bytes, seconds per method."""
+    import gc
+
+    cases = [(s, d, f) for s in shapes for d in dtypes for f in funcs]
+    results = []
+    for i, (shape, dtype, func) in enumerate(cases):
+        if progress:
+            progress(i, len(cases), f"{shape} {dtype} {func}")
+        methods = grid_case(shape, dtype, func, backends)
+        nbytes = math.prod(shape) * (4 if dtype == "float32" else 8)
+        # Big inputs: one call per sample, fewer warm-ups; small ones: enough calls for 20 ms.
+        times = time_interleaved(methods, rounds=rounds, warmup=1 if nbytes > 1 << 26 else 3)
+        results.append({"shape": list(shape), "dtype": dtype, "func": func, "bytes": nbytes, "seconds": times})
+        del methods
+        gc.collect()
+    if progress:
+        progress(len(cases), len(cases), "done")
+    return results
+
+
+def _ratio(times: dict, peer: str, ours: str) -> float | None:
+    return times[peer] / times[ours] if peer in times and ours in times else None
+
+
+def grid_table(results: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """The ratios of each case: peer time / our time (above 1: we are faster), and our GB/s over
+    the copy's GB/s (1 = at the bandwidth bound)."""
+    header = [
+        "shape", "dtype", "func", "scipy / numpy", "NumPy expr / numpy", "torch 2T / numpy", "torch 2T out= / numpy out=",
+        "torch 1T / numpy", "numpy vs copy", "torch 2T / smx[torch]", "jax jit / smx[jax] jit",
+    ]
+    rows = []
+    for r in results:
+        t, f = r["seconds"], r["func"]
+        torch2 = f"torch.{f}, 2 threads"
+        cells = [
+            _ratio(t, f"scipy.special.{f}", "smx[numpy]"),
+            _ratio(t, "NumPy expression", "smx[numpy]"),
+            _ratio(t, torch2, "smx[numpy]"),
+            _ratio(t, f"torch.{f} out=, 2 threads", "smx[numpy] out="),
+            _ratio(t, f"torch.{f}, 1 thread", "smx[numpy]"),
+            _ratio(t, COPY, "smx[numpy]"),
+            _ratio(t, torch2, "smx[torch]"),
+            _ratio(t, f"jax.nn.{f} jit", "smx[jax] jit"),
+        ]
+        shape = "(" + ", ".join(_count(n) for n in r["shape"]) + ("," if len(r["shape"]) == 1 else "") + ")"
+        rows.append([shape, r["dtype"], f] + ["-" if c is None else f"{c:.2f}" for c in cells])
+    return header, rows
+
+
+def _count(n: int) -> str:
+    return f"{n:.0e}".replace("+0", "") if n >= 100_000 and n % 100_000 == 0 else str(n)
+
+
+def targets(results: list[dict]) -> list[list[str]]:
+    """Each performance target of the benchmark issue with the ratio measured for it."""
+    rows = []
+
+    def add(name, case, ratio, goal, higher_is_better=True):
+        if ratio is None:
+            return
+        ok = ratio >= goal if higher_is_better else ratio <= goal
+        rows.append([name, case, f"{ratio:.2f}", (">= " if higher_is_better else "<= ") + f"{goal:g}", "met" if ok else "MISSED"])
+
+    for r in results:
+        t, f, shape, dt = r["seconds"], r["func"], tuple(r["shape"]), r["dtype"]
+        case = f"{shape} {dt} {f}"
+        if math.prod(shape) >= 65536:
+            add("numpy vs scipy", case, _ratio(t, f"scipy.special.{f}", "smx[numpy]"), 2 if f == "logsumexp" else 3)
+        if f == "softmax" and dt == "float32" and shape in ((1024, 32000), (4096, 32000), (1_000_000, 10)):
+            add("numpy vs torch 2 threads, allocating", case, _ratio(t, "torch.softmax, 2 threads", "smx[numpy]"), 1)
+            if shape != (1_000_000, 10):
+                add("numpy out= vs torch out=, 2 threads", case, _ratio(t, "torch.softmax out=, 2 threads", "smx[numpy] out="), 0.7)
+        if f == "softmax" and shape == (10,) and dt == "float64":
+            add("numpy (10,) time / NumPy expression", case, _inverse(_ratio(t, "NumPy expression", "smx[numpy]")), 1.3, False)
+        if f == "softmax" and shape == (4096, 32000) and dt == "float32":
+            add("smx[torch] time / torch.softmax 2 threads", case, _inverse(_ratio(t, "torch.softmax, 2 threads", "smx[torch]")), 1.25, False)
+    return [["target", "case", "ratio", "goal", ""]] + rows
+
+
+def _inverse(r: float | None) -> float | None:
+    return None if r is None else 1 / r
+
+
+def plot_grid(results: list[dict], path: str) -> None:
+    """Throughput (input GB/s) against size, one line per method, the copy as a dashed roofline:
+    a panel per function (rows) and dtype (columns)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    funcs = list(dict.fromkeys(r["func"] for r in results))
+    dtypes = list(dict.fromkeys(r["dtype"] for r in results))
+    fig, axes = plt.subplots(len(funcs), len(dtypes), figsize=(7 * len(dtypes), 4.5 * len(funcs)), squeeze=False)
+    for i, f in enumerate(funcs):
+        for j, dt in enumerate(dtypes):
+            ax = axes[i][j]
+            rs = sorted((r for r in results if r["func"] == f and r["dtype"] == dt), key=lambda r: r["bytes"])
+            methods = list(dict.fromkeys(name for r in rs for name in r["seconds"]))
+            for name in methods:
+                pts = [(math.prod(r["shape"]), r["bytes"] / r["seconds"][name] / 1e9) for r in rs if name in r["seconds"]]
+                style = {"linestyle": "--", "color": "black", "linewidth": 2} if name == COPY else {"marker": "o", "linewidth": 2 if name.startswith("smx") else 1}
+                ax.plot(*zip(*pts), label=name, **style)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_title(f"{f}, {dt}")
+            ax.set_xlabel("elements")
+            ax.set_ylabel("input GB/s")
+            ax.grid(True, which="both", alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def run_group(group: str = "overhead", rounds: int = 21) -> list[tuple[str, str, float, float]]:

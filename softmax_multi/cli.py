@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -62,8 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("backends", help="list the backends, their versions, status and devices")
     sub.add_parser("example", help="run the worked example through every ready backend")
     bench = sub.add_parser("bench", help="time our functions against native peers, interleaved")
-    bench.add_argument("--rounds", type=int, default=21, help="samples per method (median reported)")
-    bench.add_argument("--group", choices=["overhead", "torch-rows"], default="overhead", help="which cases")
+    bench.add_argument("--group", choices=["grid", "overhead", "torch-rows"], default="grid", help="which cases (default: the grid)")
+    bench.add_argument("--rounds", type=int, help="samples per method, median reported (default 7 for the grid, 21 otherwise)")
+    bench.add_argument("--shapes", help='grid shapes, ";"-separated, "x" between axes: "10;64x1000;1e6x10" (default: all eight)')
+    bench.add_argument("--dtypes", default="float32,float64", help="grid dtypes (default: float32,float64)")
+    bench.add_argument("--funcs", default="softmax,log_softmax,logsumexp", help="grid functions")
+    bench.add_argument("--backends", default="numpy,torch,jax", help="grid backends (their peers come along)")
+    bench.add_argument("--json", default="benchmark.json", metavar="FILE", help="grid results as JSON (default: benchmark.json)")
+    bench.add_argument("--plot", default="benchmark.png", metavar="FILE", help="grid plot as PNG (default: benchmark.png)")
     conf = sub.add_parser("conformance", help="run the conformance suite and print the checks x backends matrix")
     conf.add_argument("--backend", action="append", default=[], help="backend name or module:attr (repeatable; default: all ready)")
     tier = conf.add_mutually_exclusive_group()
@@ -78,12 +85,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(backends_table())
     elif args.command == "example":
         print(worked_example())
+    elif args.command == "bench" and args.group == "grid":
+        return _bench_grid(args)
     elif args.command == "bench":
         from .bench import run_group
 
         rows = [
             [case, peer, f"{ours * 1e6:.2f} us", f"{theirs * 1e6:.2f} us", f"{ours / theirs:.2f}x", f"{(ours - theirs) * 1e6:+.2f} us"]
-            for case, peer, ours, theirs in run_group(args.group, args.rounds)
+            for case, peer, ours, theirs in run_group(args.group, args.rounds or 21)
         ]
         print(_table(["case", "peer", "smx", "peer time", "smx / peer", "smx - peer"], rows))
     elif args.command == "conformance":
@@ -104,6 +113,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         header, *rows = accuracy_table()
         print(_table(header, rows))
     return 0
+
+
+def _bench_grid(args) -> int:
+    import json
+    import platform
+    import time
+
+    from . import bench
+
+    shapes = bench.GRID_SHAPES if not args.shapes else [_shape(s) for s in args.shapes.split(";")]
+    start = time.perf_counter()
+
+    def progress(done: int, total: int, what: str) -> None:
+        bar = "#" * (30 * done // total)
+        sys.stderr.write(f"\r[{bar:<30}] {done}/{total} {time.perf_counter() - start:5.0f} s  {what:<40}")
+        sys.stderr.write("\n" if done == total else "")
+        sys.stderr.flush()
+
+    results = bench.run_grid(
+        shapes, tuple(args.dtypes.split(",")), tuple(args.funcs.split(",")), tuple(args.backends.split(",")), args.rounds or 7, progress
+    )
+    header, rows = bench.grid_table(results)
+    print("ratios: peer time / our time (above 1: we are faster); 'numpy vs copy': the copy's time / ours")
+    print(_table(header, rows))
+    print()
+    header, *rows = bench.targets(results)
+    print(_table(header, rows))
+    machine = {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(), "python": platform.python_version()}
+    with open(args.json, "w") as fh:
+        json.dump({"machine": machine, "command": " ".join(sys.argv), "results": results}, fh, indent=1)
+    bench.plot_grid(results, args.plot)
+    print(f"\nwrote {args.json} and {args.plot}")
+    return 0
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(float(n)) for n in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"softmax-multi bench: --shapes: cannot read {text!r} as a shape like 64x1000") from None
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import softmax_multi as smx
 from softmax_multi.conformance.plugin import Backend
 
 # Every built-in backend; CI installs them all, so a missing one fails rather than skips.
-BACKENDS = ["numpy", "array_api_strict", "jax", "torch"]
+BACKENDS = ["numpy", "array_api_strict", "jax", "torch", "dask"]
 
 
 @pytest.fixture(params=BACKENDS)

@@ -79,7 +79,7 @@ def test_logsumexp_has_no_out():
 
 
 @FUNCS
-@pytest.mark.parametrize("other", ["numpy", "array_api_strict", "jax", "torch"])
+@pytest.mark.parametrize("other", ["numpy", "array_api_strict", "jax", "torch", "dask"])
 def test_arrays_of_two_libraries(backend, f, other):
     if other == backend.name:
         return  # the same library: not this contract's case
