@@ -124,3 +124,33 @@ def test_cuda_path_does_not_synchronise():
             f(x, axis=-1, where=w)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_large_cpu_tensors_run_the_fused_kernels_on_their_memory():
+    """From FUSED_MIN_SIZE entries, CPU rows longer than 512 run the NumPy backend's fused kernels
+    on the tensor's own memory: the same numbers as for the NumPy array, returned as a tensor."""
+    from softmax_multi.backends import torch_backend
+
+    x = torch.randn(1024, torch_backend.FUSED_MIN_SIZE // 1024) * 3
+    for f in (smx.softmax, smx.log_softmax):
+        y = f(x)
+        assert isinstance(y, torch.Tensor) and y.dtype == x.dtype and y.device == x.device
+        np.testing.assert_array_equal(y.numpy(), f(x.numpy()))
+        out = torch.empty_like(x)
+        assert f(x, out=out) is out
+        np.testing.assert_array_equal(out.numpy(), y.numpy())
+
+
+def test_large_cpu_tensors_under_autograd_keep_their_graph():
+    from softmax_multi.backends import torch_backend
+
+    x = (torch.randn(1024, torch_backend.FUSED_MIN_SIZE // 1024, dtype=torch.float64) * 3).requires_grad_(True)
+    y = smx.softmax(x)
+    assert y.grad_fn is not None
+    (y[:, 0].sum()).backward()
+    expected = torch.softmax(x.detach(), -1)
+    # d/dx_j of sum_i y_i0 = y_i0 (delta_0j - y_ij)
+    g = expected[:, :1] * ((torch.arange(x.shape[1]) == 0).double() - expected)
+    torch.testing.assert_close(x.grad, g, rtol=1e-10, atol=1e-14)
+    with torch.no_grad():
+        np.testing.assert_array_equal(smx.softmax(x).numpy(), smx.softmax(x.detach().numpy()))
