@@ -28,12 +28,15 @@ __all__ = [
 
 
 def time_interleaved(
-    methods: Mapping[str, Callable[[], object]], *, rounds: int = 21, number: int = 0, warmup: int = 3
+    methods: Mapping[str, Callable[[], object]], *, rounds: int = 21, number: int = 0, warmup: int = 3, pause: float = 0.01
 ) -> dict[str, float]:
     """Median seconds per call of each method, sampled round-robin.
 
     ``number`` calls make one sample; 0 picks it so that one sample of the slowest method takes
-    about 20 ms.
+    about 20 ms. ``pause`` seconds (untimed) separate samples: PyTorch's OpenMP threads and
+    XLA's keep spinning for a moment after a call returns, and would otherwise take the cores
+    from whichever method comes next (a 2-thread kernel run right after ``torch.softmax`` took
+    4x as long here).
     """
     for f in methods.values():
         for _ in range(warmup):
@@ -44,6 +47,7 @@ def time_interleaved(
     samples: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(rounds):
         for name, f in methods.items():
+            time.sleep(pause)
             t0 = time.perf_counter()
             for _ in range(number):
                 f()
