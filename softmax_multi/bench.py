@@ -307,24 +307,36 @@ def plot_grid(results: list[dict], path: str) -> None:
 
     funcs = list(dict.fromkeys(r["func"] for r in results))
     dtypes = list(dict.fromkeys(r["dtype"] for r in results))
+    def label(name: str, func: str) -> str:  # "torch.softmax, 2 threads" -> "torch, 2 threads": one colour each
+        return name.replace("." + func, "")
+
+    labels = list(dict.fromkeys(label(name, r["func"]) for r in results for name in r["seconds"]))
+    colors = {name: plt.cm.tab20(i % 20) for i, name in enumerate(labels)}
     fig, axes = plt.subplots(len(funcs), len(dtypes), figsize=(7 * len(dtypes), 4.5 * len(funcs)), squeeze=False)
     for i, f in enumerate(funcs):
         for j, dt in enumerate(dtypes):
             ax = axes[i][j]
             rs = sorted((r for r in results if r["func"] == f and r["dtype"] == dt), key=lambda r: r["bytes"])
-            methods = list(dict.fromkeys(name for r in rs for name in r["seconds"]))
-            for name in methods:
+            for name in dict.fromkeys(name for r in rs for name in r["seconds"]):
                 pts = [(math.prod(r["shape"]), r["bytes"] / r["seconds"][name] / 1e9) for r in rs if name in r["seconds"]]
-                style = {"linestyle": "--", "color": "black", "linewidth": 2} if name == COPY else {"marker": "o", "linewidth": 2 if name.startswith("smx") else 1}
-                ax.plot(*zip(*pts), label=name, **style)
+                tag = label(name, f)
+                if name == COPY:
+                    style = {"linestyle": "--", "color": "black", "linewidth": 2}
+                else:
+                    style = {"marker": "o", "color": colors[tag], "linewidth": 2.5 if name.startswith("smx") else 1}
+                ax.plot(*zip(*pts), label=tag, **style)
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_title(f"{f}, {dt}")
             ax.set_xlabel("elements")
             ax.set_ylabel("input GB/s")
             ax.grid(True, which="both", alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    handles = {}
+    for ax in fig.axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=4, fontsize=9)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 

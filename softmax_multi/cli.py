@@ -71,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("--backends", default="numpy,torch,jax", help="grid backends (their peers come along)")
     bench.add_argument("--json", default="benchmark.json", metavar="FILE", help="grid results as JSON (default: benchmark.json)")
     bench.add_argument("--plot", default="benchmark.png", metavar="FILE", help="grid plot as PNG (default: benchmark.png)")
+    bench.add_argument("--from-json", metavar="FILE", help="no timing: print the tables and draw the plot of a saved grid run")
     conf = sub.add_parser("conformance", help="run the conformance suite and print the checks x backends matrix")
     conf.add_argument("--backend", action="append", default=[], help="backend name or module:attr (repeatable; default: all ready)")
     tier = conf.add_mutually_exclusive_group()
@@ -131,20 +132,26 @@ def _bench_grid(args) -> int:
         sys.stderr.write("\n" if done == total else "")
         sys.stderr.flush()
 
-    results = bench.run_grid(
-        shapes, tuple(args.dtypes.split(",")), tuple(args.funcs.split(",")), tuple(args.backends.split(",")), args.rounds or 7, progress
-    )
+    if args.from_json:
+        with open(args.from_json) as fh:
+            results = json.load(fh)["results"]
+    else:
+        results = bench.run_grid(
+            shapes, tuple(args.dtypes.split(",")), tuple(args.funcs.split(",")), tuple(args.backends.split(",")), args.rounds or 7, progress
+        )
     header, rows = bench.grid_table(results)
     print("ratios: peer time / our time (above 1: we are faster); 'numpy vs copy': the copy's time / ours")
     print(_table(header, rows))
     print()
     header, *rows = bench.targets(results)
     print(_table(header, rows))
-    machine = {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(), "python": platform.python_version()}
-    with open(args.json, "w") as fh:
-        json.dump({"machine": machine, "command": " ".join(sys.argv), "results": results}, fh, indent=1)
+    if not args.from_json:
+        machine = {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(), "python": platform.python_version()}
+        with open(args.json, "w") as fh:
+            json.dump({"machine": machine, "command": " ".join(sys.argv), "results": results}, fh, indent=1)
+        print(f"\nwrote {args.json}")
     bench.plot_grid(results, args.plot)
-    print(f"\nwrote {args.json} and {args.plot}")
+    print(f"drew {args.plot}")
     return 0
 
 

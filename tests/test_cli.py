@@ -74,3 +74,31 @@ def test_conformance_exits_non_zero_on_a_broken_backend(tmp_path):
     assert out.returncode == 1, out.stdout + out.stderr
     assert any(line.startswith("axis_forms") and "FAIL" in line for line in out.stdout.splitlines())
     assert "conformance: FAILED" in out.stdout
+
+
+def test_bench_grid_writes_json_and_png_and_replots(tmp_path, capsys):
+    import json
+
+    out, png = tmp_path / "b.json", tmp_path / "b.png"
+    args = ["bench", "--shapes", "64x1000", "--dtypes", "float32", "--funcs", "softmax,logsumexp", "--rounds", "1"]
+    assert cli.main([*args, "--json", str(out), "--plot", str(png)]) == 0
+    printed = capsys.readouterr()
+    assert "scipy / numpy" in printed.out and "(64, 1000)" in printed.out
+    assert "] 2/2" in printed.err  # the progress bar reached the end
+    saved = json.loads(out.read_text())
+    methods = saved["results"][0]["seconds"]
+    for name in ("smx[numpy]", "smx[numpy] out=", "scipy.special.softmax", "NumPy expression", "copy (bandwidth bound)",
+                 "smx[torch]", "torch.softmax, 1 thread", "torch.softmax, 2 threads", "torch.softmax out=, 2 threads",
+                 "smx[jax] jit", "jax.nn.softmax jit"):
+        assert methods[name] > 0, name
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png.unlink()
+    assert cli.main(["bench", "--from-json", str(out), "--plot", str(png)]) == 0
+    assert png.exists()
+
+
+def test_bench_shapes_option_is_checked():
+    import pytest
+
+    with pytest.raises(SystemExit, match="cannot read 'ten'"):
+        cli.main(["bench", "--shapes", "ten"])
