@@ -225,7 +225,7 @@ def _merge_blocks(ms, ss, nb):
 @numba.njit(**_JIT)
 def rescale_blocks(out, lo, hi, block, ms, m, s):
     """Turn the exps that slice_stats kept in out[lo:hi] into softmax: block i times exp(ms[i] - m) / s."""
-    if not (-np.inf < m < np.inf and s == s):
+    if not (-np.inf < m < np.inf and not math.isnan(s)):
         out[lo:hi] = np.nan
         return
     i = 0
@@ -253,7 +253,7 @@ def merge_stats(m1, s1, m2, s2):
 
 @numba.njit(fastmath=_EXP, **_JIT)
 def _finish_log_softmax(x, out, lo, hi, m, s):
-    if not (-np.inf < m < np.inf and s == s):
+    if not (-np.inf < m < np.inf and not math.isnan(s)):
         out[lo:hi] = np.nan
         return
     mm = x.dtype.type(m)
@@ -267,7 +267,7 @@ def _finish_log_softmax(x, out, lo, hi, m, s):
 @numba.njit(**_JIT)
 def logsumexp_of(x, lo, hi, m, s):
     """logsumexp of x[lo:hi] from its statistics."""
-    if -np.inf < m < np.inf and s == s:
+    if -np.inf < m < np.inf and not math.isnan(s):
         return m + math.log(s)
     if m == np.inf and not np.isnan(x[lo:hi]).any():
         return m
@@ -325,7 +325,7 @@ def short_rows(func, x, out, n, r0, r1, ms, buf):
                 out[r] = logsumexp_of(xs, i * n, i * n + n, np.float64(ms[i]), s)
                 continue
             o = out[r * n : r * n + n]
-            if not (-np.inf < ms[i] < np.inf and s == s):
+            if not (-np.inf < ms[i] < np.inf and not math.isnan(s)):
                 o[:] = np.nan
             elif func == 0:
                 inv = x.dtype.type(1.0 / s)
@@ -394,7 +394,7 @@ def columns(func, x, out, t0, t1, width, ms, ss):
                 s[j] = u
         for j in range(w):
             s[j] += c[j]
-            if not -np.inf < m[j] < np.inf or s[j] != s[j]:
+            if not -np.inf < m[j] < np.inf or math.isnan(s[j]):
                 if func == 2:
                     col = x[o, :, j0 + j]
                     if m[j] == np.inf and not np.isnan(col).any():

@@ -16,7 +16,6 @@ import numpy as np
 from softmax_multi import reference
 from softmax_multi.registry import BackendSpec
 
-
 # XLA on CPU sums short float32 slices nearly in order, which costs up to ~20 eps when one entry
 # dominates many small ones (found by fuzzing); slices up to this length are summed in pairs.
 PAIRWISE_LIMIT = 2048

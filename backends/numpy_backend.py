@@ -8,6 +8,7 @@ on the one output array.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import threading
@@ -151,10 +152,10 @@ def _logsumexp_shifted(src, x, m, axes):
 # Below FUSED_MIN_SIZE entries the ufuncs cost less than a call into compiled code; below
 # PARALLEL_MIN_SIZE one thread is quicker than handing work to another. Tests set both to 1 to
 # run the whole conformance suite through the fused kernels and their threads.
-FUSED_MIN_SIZE = int(os.environ.get("SOFTMAX_MULTI_FUSED_MIN_SIZE", 4096))
-PARALLEL_MIN_SIZE = int(os.environ.get("SOFTMAX_MULTI_PARALLEL_MIN_SIZE", 1 << 17))
+FUSED_MIN_SIZE = int(os.environ.get("SOFTMAX_MULTI_FUSED_MIN_SIZE", "4096"))
+PARALLEL_MIN_SIZE = int(os.environ.get("SOFTMAX_MULTI_PARALLEL_MIN_SIZE", str(1 << 17)))
 COLUMN_TILE = 256  # columns per tile when the softmax axis is not the last one
-THREADS = max(1, int(os.environ.get("SOFTMAX_MULTI_NUM_THREADS", 0)) or len(os.sched_getaffinity(0)))
+THREADS = max(1, int(os.environ.get("SOFTMAX_MULTI_NUM_THREADS", "0")) or len(os.sched_getaffinity(0)))
 
 _kernels = None  # the _fused module once imported; False when Numba is missing or disabled
 _kernels_lock = threading.Lock()
@@ -266,7 +267,7 @@ def _split(count: int, parts: int) -> list[tuple[int, int]]:
     """[0, count) in at most ``parts`` contiguous, nearly equal, non-empty ranges."""
     parts = max(1, min(parts, count))
     edges = [count * p // parts for p in range(parts + 1)]
-    return list(zip(edges[:-1], edges[1:]))
+    return list(itertools.pairwise(edges))
 
 
 def _bind(f, *args):

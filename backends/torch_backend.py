@@ -13,11 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from softmax_multi import reference
 from softmax_multi.backends import numpy_backend
 from softmax_multi.backends.numpy_backend import log_softmax as log_softmax_np
 from softmax_multi.backends.numpy_backend import softmax as softmax_np
+
+from softmax_multi import reference
 from softmax_multi.registry import BackendSpec
 
 # Longest CPU row whose native softmax stays within the conformance tolerance (16 eps) unaided.

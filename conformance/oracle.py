@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-__all__ = ["softmax", "log_softmax", "logsumexp", "ulp_error", "assert_close", "TOLERANCE_ULPS"]
+__all__ = ["TOLERANCE_ULPS", "assert_close", "log_softmax", "logsumexp", "softmax", "ulp_error"]
 
 # Largest error allowed, in units of the result dtype's eps (relative error for softmax and
 # logsumexp, absolute error scaled by max(1, |y|) for log_softmax). One place, shown in reports.

@@ -5,14 +5,12 @@ Pairs are the backend under test with every other ready backend (``backend_pair`
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
+from softmax_multi.conformance import oracle
+from softmax_multi.conformance.plugin import Backend
 
 import softmax_multi as smx
-from softmax_multi.conformance import oracle
-
-from softmax_multi.conformance.plugin import Backend
 
 SPECIAL = np.array(
     [[1.0, np.inf, 2.0, 0.5], [1.0, np.nan, 2.0, 0.5], [-np.inf] * 4, [-np.inf, 0.0, 1.0, 3.0], [88.0, 89.0, 100.0, -100.0]]

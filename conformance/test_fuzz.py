@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from softmax_multi.conformance import oracle
 
 import softmax_multi as smx
-from softmax_multi.conformance import oracle
 
 FUNCS = ["softmax", "log_softmax", "logsumexp"]
 

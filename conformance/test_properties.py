@@ -6,9 +6,9 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from softmax_multi.conformance import oracle
 
 import softmax_multi as smx
-from softmax_multi.conformance import oracle
 
 TOL = oracle.TOLERANCE_ULPS["float32"] * float(np.finfo(np.float32).eps)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from softmax_multi.conformance import oracle
 
 import softmax_multi as smx
-from softmax_multi.conformance import oracle
 
 FUNCS = {
     "softmax": (smx.softmax, oracle.softmax, False),

@@ -20,15 +20,15 @@ from .registry import (
 )
 
 __all__ = [
-    "softmax",
+    "AxisError",
+    "BackendLoadWarning",
+    "BackendSpec",
+    "BackendStatus",
+    "get_backend",
+    "list_backends",
     "log_softmax",
     "logsumexp",
     "register_backend",
-    "get_backend",
-    "list_backends",
-    "BackendSpec",
-    "BackendStatus",
-    "BackendLoadWarning",
-    "AxisError",
+    "softmax",
 ]
 __version__ = "0.1.0"

@@ -10,7 +10,7 @@ from . import reference
 from ._args import check_where, dtype_name, normalize_axes, resolve_dtypes
 from .registry import _plans, backend_for_type
 
-__all__ = ["softmax", "log_softmax", "logsumexp"]
+__all__ = ["log_softmax", "logsumexp", "softmax"]
 
 Array = Any
 _PYTHON_INPUTS = (int, float, bool, list, tuple)

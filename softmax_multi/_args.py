@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AxisError", "normalize_axes", "resolve_dtypes", "check_where", "dtype_name"]
+__all__ = ["AxisError", "check_where", "dtype_name", "normalize_axes", "resolve_dtypes"]
 
 
 class AxisError(ValueError, IndexError):

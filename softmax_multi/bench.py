@@ -13,17 +13,17 @@ import time
 from collections.abc import Callable, Mapping
 
 __all__ = [
-    "time_interleaved",
-    "overhead_cases",
-    "torch_row_cases",
-    "run_group",
-    "accuracy_table",
     "GRID_SHAPES",
+    "accuracy_table",
     "grid_case",
-    "run_grid",
     "grid_table",
-    "targets",
+    "overhead_cases",
     "plot_grid",
+    "run_grid",
+    "run_group",
+    "targets",
+    "time_interleaved",
+    "torch_row_cases",
 ]
 
 

@@ -43,7 +43,7 @@ from array_api_compat import array_namespace
 
 from ._args import normalize_axes
 
-__all__ = ["Stats", "chunk_stats", "merge", "merge_all", "reduce", "finish_softmax", "finish_log_softmax", "finish_logsumexp"]
+__all__ = ["Stats", "chunk_stats", "finish_log_softmax", "finish_logsumexp", "finish_softmax", "merge", "merge_all", "reduce"]
 
 Array = Any
 

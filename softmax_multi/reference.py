@@ -15,7 +15,7 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-__all__ = ["softmax", "log_softmax", "logsumexp"]
+__all__ = ["log_softmax", "logsumexp", "softmax"]
 
 Array = Any
 

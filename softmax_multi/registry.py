@@ -19,14 +19,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 __all__ = [
+    "DISABLE_ENV",
+    "ENTRY_POINT_GROUP",
+    "BackendLoadWarning",
     "BackendSpec",
     "BackendStatus",
-    "BackendLoadWarning",
-    "ENTRY_POINT_GROUP",
-    "DISABLE_ENV",
-    "register_backend",
     "get_backend",
     "list_backends",
+    "register_backend",
 ]
 
 ENTRY_POINT_GROUP = "softmax_multi.backends"
@@ -190,7 +190,7 @@ def _discover() -> None:
                     if spec.name != ep.name:
                         raise ValueError(f"the spec is named {spec.name!r} but its entry point {ep.name!r}")
                     _add(spec, source=ep.value, override=False)
-                except Exception as err:  # noqa: BLE001 - any plugin error is isolated and reported
+                except Exception as err:
                     reason = f"{type(err).__name__}: {err}"
                     _rows[ep.name] = BackendStatus(ep.name, "failed", None, reason, ep.value)
                     warnings.warn(

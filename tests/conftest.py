@@ -6,10 +6,9 @@ A backend that is not installed fails the test rather than skipping it: a skip i
 from __future__ import annotations
 
 import pytest
+from softmax_multi.conformance.plugin import Backend
 
 import softmax_multi as smx
-
-from softmax_multi.conformance.plugin import Backend
 
 # Every built-in backend; CI installs them all, so a missing one fails rather than skips.
 BACKENDS = ["numpy", "array_api_strict", "jax", "torch", "dask"]

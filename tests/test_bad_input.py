@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from softmax_multi.conformance.plugin import Backend
 
 import softmax_multi as smx
-from softmax_multi.conformance.plugin import Backend
 
 FUNCS = pytest.mark.parametrize("f", [smx.softmax, smx.log_softmax, smx.logsumexp], ids=lambda f: f.__name__)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from softmax_multi.backends import numpy_backend as nb
+from softmax_multi.conformance import oracle
 
 import softmax_multi as smx
-from softmax_multi.conformance import oracle
 
 FUNCS = {
     "softmax": (smx.softmax, oracle.softmax, False),
@@ -42,7 +43,6 @@ def test_python_scalars_and_lists_are_numpy():
 
 # --- the fused kernels (Numba) ------------------------------------------------------------------
 
-from softmax_multi.backends import numpy_backend as nb  # noqa: E402
 
 SHAPES = [  # (shape, axis): each kind of work split the kernels have
     ((300, 5000), -1),  # rows, split over threads

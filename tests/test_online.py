@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from softmax_multi.conformance import oracle
 
 from softmax_multi import online
-from softmax_multi.conformance import oracle
 
 # Within 15 of each other, x - max stays below 32, where rounding it costs at most 8 eps: the
 # formula's own accuracy (the reference's too), checked against the oracle. WIDE adds values
@@ -29,7 +31,7 @@ def rows_and_cuts(draw, elements=VALUES):
 
 
 def _chunks(x, where, edges):
-    return [(x[:, a:b], where[:, a:b]) for a, b in zip(edges[:-1], edges[1:])]
+    return [(x[:, a:b], where[:, a:b]) for a, b in itertools.pairwise(edges)]
 
 
 def _stats(x, where, edges):

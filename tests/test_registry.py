@@ -9,10 +9,10 @@ import warnings
 
 import numpy as np
 import pytest
+from softmax_multi.conformance import oracle
 
 import softmax_multi as smx
 from softmax_multi import registry
-from softmax_multi.conformance import oracle
 
 from .conftest import FAKE_LIBRARY, write_distribution
 

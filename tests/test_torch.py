@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from softmax_multi.conformance import oracle
 
 import softmax_multi as smx
 from softmax_multi._args import dtype_name
-from softmax_multi.conformance import oracle
 
 FUNCS = [smx.softmax, smx.log_softmax, smx.logsumexp]
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"))]
