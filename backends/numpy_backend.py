@@ -12,6 +12,7 @@ import itertools
 import math
 import os
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -174,7 +175,10 @@ def fused_kernels():
                 else:
                     try:
                         from . import _fused
-                    except ImportError:
+                    except ImportError:  # Numba is not installed: the ufunc path does everything
+                        _kernels = False
+                    except Exception as err:  # Numba present but unusable here (no cache location, ...)
+                        warnings.warn(f"softmax-multi: the fused NumPy kernels are off: {err!r}", RuntimeWarning, stacklevel=2)
                         _kernels = False
                     else:
                         _kernels = _fused
