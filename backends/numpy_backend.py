@@ -178,7 +178,7 @@ def fused_kernels():
                     except ImportError:  # Numba is not installed: the ufunc path does everything
                         _kernels = False
                     except Exception as err:  # Numba present but unusable here (no cache location, ...)
-                        warnings.warn(f"softmax-multi: the fused NumPy kernels are off: {err!r}", RuntimeWarning, stacklevel=2)
+                        warnings.warn(f"softmax-multi: the fused NumPy kernels are off: {err!r}", stacklevel=2)
                         _kernels = False
                     else:
                         _kernels = _fused
