@@ -394,27 +394,15 @@ def columns(func, x, out, t0, t1, width, ms, ss):
                 s[j] = u
         for j in range(w):
             s[j] += c[j]
-            if not -np.inf < m[j] < np.inf or math.isnan(s[j]):
-                if func == 2:
-                    col = x[o, :, j0 + j]
-                    if m[j] == np.inf and not np.isnan(col).any():
-                        s[j] = np.inf
-                    elif m[j] == -np.inf or n == 0:
-                        s[j] = -np.inf
-                    else:
-                        s[j] = np.nan
-                    m[j] = 0.0
-                else:
-                    m[j] = np.nan
+            if func == 2:
+                out[o, 0, j0 + j] = logsumexp_of(x[o, :, j0 + j], 0, n, m[j], s[j])
+            elif not -np.inf < m[j] < np.inf or math.isnan(s[j]):
+                m[j] = np.nan
             elif func == 1:
                 s[j] = math.log(s[j])
-            elif func == 2:
-                s[j] = m[j] + math.log(s[j])
             else:
                 s[j] = 1.0 / s[j]
         if func == 2:
-            for j in range(w):
-                out[o, 0, j0 + j] = s[j]
             continue
         for k in range(n):
             for j in range(w):

@@ -45,11 +45,7 @@ def softmax(x: Any, axes: tuple[int, ...], where: Any = None, out: Any = None) -
     if x.shape[dim] <= NATIVE_CPU_ROW_LIMIT or not x.is_cpu:
         return x.softmax(dim)  # the method: no framework import on the hot path
     y = _fused(softmax_np, x, dim)
-    if y is not None:
-        return y
-    y = x.softmax(dim)
-    s = y.sum(dim, keepdim=True)
-    return y / s if y.requires_grad else y.div_(s)  # softmax's backward reads its own output
+    return y if y is not None else _corrected("softmax", x.softmax(dim), dim)
 
 
 def log_softmax(x: Any, axes: tuple[int, ...], where: Any = None, out: Any = None) -> Any:
@@ -61,11 +57,17 @@ def log_softmax(x: Any, axes: tuple[int, ...], where: Any = None, out: Any = Non
     if x.shape[dim] <= NATIVE_CPU_ROW_LIMIT or not x.is_cpu:
         return x.log_softmax(dim)
     y = _fused(log_softmax_np, x, dim)
-    if y is not None:
-        return y
-    y = x.log_softmax(dim)
-    # The same common error, on the log scale: subtract the log of the accurate sum of exp(y)
-    # (y <= about 0, so exp(y) cannot overflow and its sum is about 1).
+    return y if y is not None else _corrected("log_softmax", x.log_softmax(dim), dim)
+
+
+def _corrected(func: str, y: Any, dim: int) -> Any:
+    """Native CPU softmax or log_softmax of long rows, with its one common error per row divided
+    out: its own accurately summed total (on the log scale, the log of the sum of exp(y); y <=
+    about 0, so exp(y) cannot overflow and its sum is about 1). In place unless autograd records
+    (softmax's backward reads its own output)."""
+    if func == "softmax":
+        s = y.sum(dim, keepdim=True)
+        return y / s if y.requires_grad else y.div_(s)
     c = y.exp().sum(dim, keepdim=True).log_()
     return y - c if y.requires_grad else y.sub_(c)
 
@@ -102,17 +104,12 @@ def _into(out: Any, func: str, x: Any, axes: tuple[int, ...], where: Any) -> Any
         out.copy_(getattr(reference, func)(x, axes, where, xp=_namespace()))
         return out
     dim = axes[0]
-    if x.shape[dim] > NATIVE_CPU_ROW_LIMIT and x.is_cpu and out.is_contiguous():
-        kernel = softmax_np if func == "softmax" else log_softmax_np
-        if _fused(kernel, x, dim, out) is not None:
-            return out
-    getattr(torch, func)(x, dim, out=out)
-    if x.shape[dim] > NATIVE_CPU_ROW_LIMIT and x.is_cpu:
-        if func == "softmax":
-            out.div_(out.sum(dim, keepdim=True))
-        else:
-            out.sub_(out.exp().sum(dim, keepdim=True).log_())
-    return out
+    if x.shape[dim] <= NATIVE_CPU_ROW_LIMIT or not x.is_cpu:
+        return getattr(torch, func)(x, dim, out=out)
+    kernel = softmax_np if func == "softmax" else log_softmax_np
+    if out.is_contiguous() and _fused(kernel, x, dim, out) is not None:
+        return out
+    return _corrected(func, getattr(torch, func)(x, dim, out=out), dim)
 
 
 def logsumexp(x: Any, axes: tuple[int, ...], where: Any = None, keepdims: bool = False) -> Any:

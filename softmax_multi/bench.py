@@ -216,13 +216,15 @@ def run_grid(
     """Time every case of the grid; one dict per case: shape, dtype, func, bytes, seconds per method."""
     import gc
 
+    import numpy as np
+
     cases = [(s, d, f) for s in shapes for d in dtypes for f in funcs]
     results = []
     for i, (shape, dtype, func) in enumerate(cases):
         if progress:
             progress(i, len(cases), f"{shape} {dtype} {func}")
         methods = grid_case(shape, dtype, func, backends)
-        nbytes = math.prod(shape) * (4 if dtype == "float32" else 8)
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
         # Big inputs: one call per sample, fewer warm-ups; small ones: enough calls for 20 ms.
         times = time_interleaved(methods, rounds=rounds, warmup=1 if nbytes > 1 << 26 else 3)
         results.append({"shape": list(shape), "dtype": dtype, "func": func, "bytes": nbytes, "seconds": times})

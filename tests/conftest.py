@@ -5,6 +5,8 @@ A backend that is not installed fails the test rather than skipping it: a skip i
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 from softmax_multi.conformance.plugin import Backend
 
@@ -19,6 +21,18 @@ def backend(request) -> Backend:
     row = {r.name: r for r in smx.list_backends()}[request.param]
     assert row.status == "ready", f"backend {request.param} is {row.status}: {row.error}"
     return Backend.named(request.param)
+
+
+@pytest.fixture
+def readme_example():
+    """``readme_example(first_line)``: the README's Python example that starts with that line."""
+
+    def find(first_line: str) -> str:
+        readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+        start = readme.index("```python\n" + first_line) + len("```python\n")
+        return readme[start : readme.index("```", start)]
+
+    return find
 
 
 @pytest.fixture

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
 import threading
 from collections import Counter
-from pathlib import Path
 
 import dask
 import dask.array as da
@@ -173,14 +171,7 @@ def test_out_is_refused():
         smx.softmax(x, out=da.zeros((4, 4)))
 
 
-def readme_example(first_line: str) -> str:
-    """The README's Python example that starts with ``first_line``."""
-    readme = Path(__file__).parent.parent.joinpath("README.md").read_text()
-    start = readme.index("```python\n" + first_line)
-    return readme[start + len("```python\n") : readme.index("```", start + 10)]
-
-
-def test_readme_example_runs(tmp_path):
+def test_readme_example_runs(tmp_path, readme_example):
     """The README's LocalCluster example, as written there."""
     run = subprocess.run([sys.executable, "-c", readme_example("# bigger than memory")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]

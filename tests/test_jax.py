@@ -11,11 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from softmax_multi.conformance import oracle
 
 import softmax_multi as smx
-
-README = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
-from softmax_multi.conformance import oracle
 
 FUNCS = [smx.softmax, smx.log_softmax, smx.logsumexp]
 
@@ -119,10 +117,9 @@ def test_sharded_arrays_keep_their_sharding():
     assert counts[0] == "all-reduce" and int(counts[1]) >= 1 and counts[3] == "0", out.stdout
 
 
-def test_readme_sharding_example_runs():
+def test_readme_sharding_example_runs(readme_example):
     """The README's sharding example, as written there: sharding kept, 2 all-reduces, 0 all-gathers."""
-    start = README.index("```python\n# XLA_FLAGS=")
-    code = README[start + len("```python\n") : README.index("```", start + 10)]
+    code = readme_example("# XLA_FLAGS=")
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -154,3 +154,14 @@ def test_large_cpu_tensors_under_autograd_keep_their_graph():
     torch.testing.assert_close(x.grad, g, rtol=1e-10, atol=1e-14)
     with torch.no_grad():
         np.testing.assert_array_equal(smx.softmax(x).numpy(), smx.softmax(x.detach().numpy()))
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_out_on_long_cpu_rows_is_corrected(name):
+    """Rows past NATIVE_CPU_ROW_LIMIT, below the fused size: torch's out= kernel, then the fix."""
+    from softmax_multi.conformance import oracle
+
+    x = torch.randn(4, 100_000) * 3
+    out = torch.empty_like(x)
+    assert getattr(smx, name)(x, out=out) is out
+    oracle.assert_close(out.numpy(), getattr(oracle, name)(x.numpy(), (1,)), "float32", log_scale=name == "log_softmax")
