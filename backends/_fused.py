@@ -12,13 +12,15 @@ write the result once:
 * **Finishing**: ``exp(x - M) / S`` or ``(x - M) - log S`` written straight into the output.
 
 ``exp`` is a polynomial the compiler vectorises (8 float32 or 4 float64 lanes with AVX2):
-Cody-Waite reduction ``x = n ln2 + r`` with ``|r| <= ln2/2``, a Taylor polynomial whose
-truncation error is far below half an ulp, and ``2**n`` built from its bits. Sums are taken
+Cody-Waite reduction ``x = n ln2 + r`` with ``|r| <= ln2/2``, a polynomial whose error is
+far below half an ulp (minimax for float32, Taylor for float64), and ``2**n`` built from its
+bits. Sums are taken
 in float64 (float32 data) or in vector partial sums of at most ``SUB`` terms per lane
 combined with Neumaier compensation (float64 data), so accuracy does not depend on the slice
 length. The conformance suite checks the result against a long-double oracle.
 
-Every kernel is serial and releases the GIL; ``numpy_backend`` splits work over threads.
+Every kernel releases the GIL and takes its work from counters it shares with the other
+threads that ``numpy_backend`` starts on the same call (see "sharing work between threads").
 Non-finite slices take the same answers as the ufunc path: a slice whose max is not finite, or
 whose sum is NaN, is all NaN (softmax, log_softmax), and logsumexp gives its max (``-inf`` for
 an all ``-inf`` slice, ``+inf``) or NaN when it holds one.
@@ -31,9 +33,13 @@ import math
 import numba
 import numpy as np
 from llvmlite import ir
+from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-_JIT = {"nogil": True, "cache": True}
+# error_model "numpy": a float division by zero gives inf or NaN as in NumPy instead of raising,
+# so that no kernel can stop halfway through its share of work that other threads wait on.
+_JIT = {"nogil": True, "cache": True, "error_model": "numpy"}
 # Only this set of fast-math flags is allowed on the sums: reassociation lets the compiler keep
 # several vector partial sums, and the code below bounds how many terms each one takes.
 _SUM = {"reassoc", "nsz", "contract"}
@@ -52,7 +58,9 @@ _SHIFT_F32_BITS = int(np.float32(_SHIFT_F32).view(np.int32))
 _SHIFT_F64_BITS = int(np.float64(_SHIFT_F64).view(np.int64))
 # 1/k! for k = 13 .. 2: the Taylor tail of exp(r) on |r| <= ln2/2, error below 2**-60 relative.
 _TAYLOR = tuple(1.0 / math.factorial(k) for k in range(13, 1, -1))
-_TAYLOR_F32 = _TAYLOR[-6:]  # float32 needs the tail up to r**7/7! only (error below 2**-28 relative)
+# float32: exp(r) = 1 + r + r**2 q(r), q of degree 4 fitted for least maximum relative error on
+# |r| <= ln2/2 (Lawson's iteration): 2**-28.0, as Taylor's to degree 7 (2**-27.1), one term shorter.
+_MINIMAX_F32 = (0.499999982549872, 0.16666520862591622, 0.041667226583712316, 0.008368694320550138, 0.0013879685986756263)
 
 
 def exp_diff(x, m):  # pragma: no cover - replaced by the overload below inside kernels
@@ -85,8 +93,8 @@ def _exp_f32(x, m):
     n = t - f(_SHIFT_F32)
     g = ((r - n * f(_LN2_HI)) - n * f(_LN2_LO)) + lo
     g2 = g * g  # Estrin's scheme: a shorter chain of dependent operations than Horner's
-    c = _TAYLOR_F32  # 1/7!, 1/6!, ..., 1/2!
-    q = (f(c[5]) + g * f(c[4])) + g2 * ((f(c[3]) + g * f(c[2])) + g2 * (f(c[1]) + g * f(c[0])))
+    c = _MINIMAX_F32
+    q = (f(c[0]) + g * f(c[1])) + g2 * ((f(c[2]) + g * f(c[3])) + g2 * f(c[4]))
     y = (g2 * q + g) + f(1.0)
     k = np.float32(t).view(np.int32) - _SHIFT_F32_BITS  # n, in [-150, 0]
     # 2**k from its bits: 2**(k + 64) is a normal float for every k here, and 2**k exact even
@@ -129,6 +137,71 @@ def maxnum(typingctx, a, b):
         return builder.call(builder.module.declare_intrinsic("llvm.maxnum", [t], ir.FunctionType(t, [t, t])), args)
 
     return a(a, b), codegen
+
+
+# --- sharing work between threads ---------------------------------------------------------------
+#
+# Work is cut into ranges of items (rows, tiles, blocks) that threads claim from a counter in a
+# small int64 ``state`` array; each thread adds what it finished to a second counter. A thread
+# waits only for ranges that another running thread has claimed, never for one that has not
+# started: so any number of threads may join late, or not at all, and none can deadlock.
+
+CLAIMED, DONE, DONE_2, FAILED = range(4)  # the entries of a state array
+
+
+@intrinsic
+def _fetch_add(typingctx, a, i, v):
+    """a[i] += v atomically (a: an int64 array); the value before."""
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], array, [args[1]])
+        return builder.atomic_rmw("add", ptr, context.cast(builder, args[2], signature.args[2], types.int64), "seq_cst")
+
+    return types.int64(a, i, v), codegen
+
+
+@intrinsic
+def _load_acquire(typingctx, a, i):
+    """a[i], read atomically (a: an int64 array)."""
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], array, [args[1]])
+        return builder.load_atomic(ptr, "acquire", 8)
+
+    return types.int64(a, i), codegen
+
+
+@intrinsic
+def _spin_pause(typingctx):
+    """The x86 ``pause`` hint for spin loops."""
+
+    def codegen(context, builder, signature, args):
+        builder.call(builder.module.declare_intrinsic("llvm.x86.sse2.pause", fnty=ir.FunctionType(ir.VoidType(), [])), [])
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+@numba.njit(**_JIT)
+def _claim(state, counter, step, total):
+    """The next ``step`` items of [0, total) that no thread has claimed yet: (lo, hi), empty when none are left."""
+    lo = min(_fetch_add(state, counter, step), total)
+    return lo, min(lo + step, total)
+
+
+@numba.njit(**_JIT)
+def wait_done(state, counter, total, spins):
+    """Spin until state[counter] reaches total: True; False when another thread failed (state[FAILED])
+    or after ``spins`` rounds, so that the caller can yield the core."""
+    for _ in range(spins):
+        if _load_acquire(state, counter) >= total:
+            return True
+        if _load_acquire(state, FAILED):
+            return False
+        _spin_pause()
+    return _load_acquire(state, counter) >= total
 
 
 @numba.njit(fastmath={"nnan", "nsz", "reassoc"}, **_JIT)
@@ -182,28 +255,36 @@ def slice_stats(x, lo, hi, ms, ss, buf, keep):
     ms and ss receive each block's stats; buf is scratch for exps, or, with ``keep``, an array
     as long as x that keeps exp(x - block max) of every block for :func:`rescale_blocks`.
     """
-    size = hi - lo
-    block = max(BLOCK, -(-size // ms.shape[0]))
+    block = block_size(hi - lo, ms.shape[0])
     nb = 0
     for a in range(lo, hi, block):
-        b = min(a + block, hi)
-        m = _max(x, a, b)
-        ms[nb] = m
-        if m == -np.inf:  # an all -inf block adds nothing
-            ss[nb] = 0.0
-            if keep:
-                buf[a:b] = 0.0
-        elif m < np.inf:
-            ss[nb] = _sum_exp(x, a, b, m, buf[a:b] if keep else buf)
-        else:  # +inf or NaN: the whole slice is NaN (softmax) or decided by logsumexp_of
-            ss[nb] = np.nan
+        ms[nb], ss[nb] = _block_stats(x, a, min(a + block, hi), buf, keep)
         nb += 1
-    big, s = _merge_blocks(ms, ss, nb)
+    big, s = merge_blocks(ms, ss, nb)
     return big, s, block
 
 
 @numba.njit(**_JIT)
-def _merge_blocks(ms, ss, nb):
+def block_size(size, max_blocks):
+    """BLOCK, or more where ``size`` entries would need over ``max_blocks`` blocks of it."""
+    return max(BLOCK, -(-size // max_blocks))
+
+
+@numba.njit(**_JIT)
+def _block_stats(x, a, b, buf, keep):
+    """(max, sum of exp(x - max)) of the block x[a:b]; with ``keep`` the exps go to buf[a:b]."""
+    m = _max(x, a, b)
+    if m == -np.inf:  # an all -inf block adds nothing
+        if keep:
+            buf[a:b] = 0.0
+        return m, 0.0
+    if m < np.inf:
+        return m, _sum_exp(x, a, b, m, buf[a:b] if keep else buf)
+    return m, np.nan  # +inf or NaN: the whole slice is NaN (softmax) or decided by logsumexp_of
+
+
+@numba.njit(**_JIT)
+def merge_blocks(ms, ss, nb):
     """The exact max of the blocks, and their sums brought to it with Neumaier compensation."""
     big = -np.inf
     for i in range(nb):
@@ -242,15 +323,6 @@ def _scale(out, lo, hi, f):
         ys[j] *= f
 
 
-@numba.njit(**_JIT)
-def merge_stats(m1, s1, m2, s2):
-    """The online-softmax merge of two slices' (max, sum) pairs; NaN sums stay NaN."""
-    m = max(m1, m2)
-    if m == -np.inf:
-        return m, s1 + s2
-    return m, s1 * math.exp(m1 - m) + s2 * math.exp(m2 - m)
-
-
 @numba.njit(fastmath=_EXP, **_JIT)
 def _finish_log_softmax(x, out, lo, hi, m, s):
     if not (-np.inf < m < np.inf and not math.isnan(s)):
@@ -275,8 +347,20 @@ def logsumexp_of(x, lo, hi, m, s):
 
 
 @numba.njit(**_JIT)
-def rows(func, x, out, r0, r1, ms, ss, buf):
-    """softmax (func 0), log_softmax (1) or logsumexp (2) of rows r0..r1 of the 2-D x."""
+def rows(func, x, out, state, step, ms, ss, buf):
+    """softmax (func 0), log_softmax (1) or logsumexp (2) of the rows of the 2-D x, ``step``
+    rows at a time, shared with the other threads that run this on the same ``state``."""
+    while True:
+        r0, r1 = _claim(state, CLAIMED, step, x.shape[0])
+        if r0 >= r1:
+            return
+        _rows(func, x, out, r0, r1, ms, ss, buf)
+        _fetch_add(state, DONE, r1 - r0)
+
+
+@numba.njit(**_JIT)
+def _rows(func, x, out, r0, r1, ms, ss, buf):
+    """rows() of rows r0..r1."""
     n = x.shape[1]
     for i in range(r0, r1):
         row = x[i]
@@ -295,74 +379,124 @@ def rows(func, x, out, r0, r1, ms, ss, buf):
             out[i, 0] = logsumexp_of(row, 0, n, m, s)
 
 
-@numba.njit(fastmath=_EXP, **_JIT)
-def short_rows(func, x, out, n, r0, r1, ms, buf):
+@numba.njit(**_JIT)
+def short_rows(func, x, out, n, state, ms, buf):
     """rows() for short rows (n <= SHORT), x and out flat: a row at a time costs too much per call.
 
     In chunks of ``len(ms)`` rows: each row's max (spread over its entries in buf), then one
     vectorised exp over the whole chunk, then each row's sum and result.
     """
-    for c0 in range(r0, r1, ms.shape[0]):
-        c1 = min(c0 + ms.shape[0], r1)
-        xs = x[c0 * n : c1 * n]
-        es = buf[: xs.shape[0]]
-        for i in range(c1 - c0):
-            row = xs[i * n : i * n + n]
-            m = row[0]
-            for j in range(1, n):
-                m = maxnum(m, row[j])
-            ms[i] = m
-            es[i * n : i * n + n] = m
-        for k in range(es.shape[0]):  # NaN for all -inf, +inf or NaN rows: found below by the sum
-            es[k] = exp_diff(xs[k], es[k])
-        for i in range(c1 - c0):
-            e = es[i * n : i * n + n]
-            s = 0.0
-            for j in range(n):
-                s += np.float64(e[j])
-            r = c0 + i
-            if func == 2:
-                out[r] = logsumexp_of(xs, i * n, i * n + n, np.float64(ms[i]), s)
-                continue
-            o = out[r * n : r * n + n]
-            if not (-np.inf < ms[i] < np.inf and not math.isnan(s)):
-                o[:] = np.nan
-            elif func == 0:
-                inv = x.dtype.type(1.0 / s)
-                for j in range(n):
-                    o[j] = e[j] * inv
-            else:
-                row = xs[i * n : i * n + n]
-                log_s = math.log(s)
-                m = ms[i]
-                for j in range(n):
-                    o[j] = np.float64(row[j] - m) - log_s
-
-
-@numba.njit(**_JIT)
-def row_part_stats(func, x, out, lo, hi, ms, ss, buf):
-    """Statistics of x[lo:hi] of a 1-D x (one thread's share of one long slice); for softmax
-    (func 0) the exps stay in out[lo:hi], to be scaled by :func:`row_part_finish`."""
-    if hi <= lo:
-        return -np.inf, 0.0, BLOCK
-    if func == 0:
-        return slice_stats(x, lo, hi, ms, ss, out, True)
-    return slice_stats(x, lo, hi, ms, ss, buf, False)
-
-
-@numba.njit(**_JIT)
-def row_part_finish(func, x, out, lo, hi, block, ms, m, s):
-    if hi <= lo:
-        return
-    if func == 0:
-        rescale_blocks(out, lo, hi, block, ms, m, s)
-    else:
-        _finish_log_softmax(x, out, lo, hi, m, s)
+    while True:
+        c0, c1 = _claim(state, CLAIMED, ms.shape[0], x.shape[0] // n)
+        if c0 >= c1:
+            return
+        _short_rows(func, x, out, n, c0, c1, ms, buf)
+        _fetch_add(state, DONE, c1 - c0)
 
 
 @numba.njit(fastmath=_EXP, **_JIT)
-def columns(func, x, out, t0, t1, width, ms, ss):
-    """The same along the middle axis of the 3-D x (outer, n, inner), over tiles t0..t1.
+def _short_rows(func, x, out, n, c0, c1, ms, buf):
+    """short_rows() of rows c0..c1, at most len(ms) of them."""
+    xs = x[c0 * n : c1 * n]
+    es = buf[: xs.shape[0]]
+    for i in range(c1 - c0):
+        row = xs[i * n : i * n + n]
+        m = row[0]
+        for j in range(1, n):
+            m = maxnum(m, row[j])
+        ms[i] = m
+        es[i * n : i * n + n] = m
+    for k in range(es.shape[0]):  # NaN for all -inf, +inf or NaN rows: found below by the sum
+        es[k] = exp_diff(xs[k], es[k])
+    for i in range(c1 - c0):
+        e = es[i * n : i * n + n]
+        s = 0.0
+        for j in range(n):
+            s += np.float64(e[j])
+        r = c0 + i
+        if func == 2:
+            out[r] = logsumexp_of(xs, i * n, i * n + n, np.float64(ms[i]), s)
+            continue
+        o = out[r * n : r * n + n]
+        if not (-np.inf < ms[i] < np.inf and not math.isnan(s)):
+            o[:] = np.nan
+        elif func == 0:
+            inv = x.dtype.type(1.0 / s)
+            for j in range(n):
+                o[j] = e[j] * inv
+        else:
+            row = xs[i * n : i * n + n]
+            log_s = math.log(s)
+            m = ms[i]
+            for j in range(n):
+                o[j] = np.float64(row[j] - m) - log_s
+
+
+@numba.njit(**_JIT)
+def long_row(func, x, out, state, step, block, ms, ss, cms, css, buf, taken, caller, spins):
+    """One thread's share of one long 1-D row; every thread sharing it runs this on one ``state``.
+
+    1. Statistics: blocks of ``block`` entries, ``step`` blocks per claim; each block's (max,
+       sum) goes to ms[b], ss[b] and each claim's merged pair to cms[c], css[c]. For softmax
+       (func 0) the exps stay in ``out``.
+    2. Wait for every claim to be done, and merge the claims' pairs (each thread alike).
+    3. Finish: softmax or log_softmax, claim by claim (taken[c] marks claim c as finished or
+       being finished). A thread first takes the claims it did in 1, the latest first: their
+       exps are still in its core's cache. logsumexp is written by the caller only, since the
+       caller must not return while another thread still writes.
+
+    Returns 1 when this thread's share is done; 0 after ``spins`` rounds of waiting in 2 (call
+    again: claims already taken are skipped); -1 when a thread sharing the row failed.
+    """
+    n = x.shape[0]
+    mine = np.empty(cms.shape[0], np.int64)
+    count = 0
+    while True:
+        b0, b1 = _claim(state, CLAIMED, step, ms.shape[0])
+        if b0 >= b1:
+            break
+        for b in range(b0, b1):
+            a = b * block
+            ms[b], ss[b] = _block_stats(x, a, min(a + block, n), out if func == 0 else buf, func == 0)
+        mine[count] = b0 // step
+        count += 1
+        cms[b0 // step], css[b0 // step] = merge_blocks(ms[b0:b1], ss[b0:b1], b1 - b0)
+        _fetch_add(state, DONE, b1 - b0)
+    if not wait_done(state, DONE, ms.shape[0], spins):
+        return -1 if _load_acquire(state, FAILED) else 0
+    m, s = merge_blocks(cms, css, cms.shape[0])
+    if func == 2:
+        if caller:
+            out[0] = logsumexp_of(x, 0, n, m, s)
+        return 1
+    for i in range(count + cms.shape[0]):
+        c = mine[count - 1 - i] if i < count else i - count
+        if _fetch_add(taken, c, 1) == 0:
+            b0, b1 = c * step, min(c * step + step, ms.shape[0])
+            lo, hi = b0 * block, min(b1 * block, n)
+            if func == 0:
+                rescale_blocks(out, lo, hi, block, ms[b0:b1], m, s)
+            else:
+                _finish_log_softmax(x, out, lo, hi, m, s)
+            _fetch_add(state, DONE_2, b1 - b0)
+    return 1
+
+
+@numba.njit(**_JIT)
+def columns(func, x, out, state, step, width, ms, ss):
+    """The same along the middle axis of the 3-D x (outer, n, inner), ``step`` tiles at a time."""
+    tiles = x.shape[0] * -(-x.shape[2] // width)
+    while True:
+        t0, t1 = _claim(state, CLAIMED, step, tiles)
+        if t0 >= t1:
+            return
+        _columns(func, x, out, t0, t1, width, ms, ss)
+        _fetch_add(state, DONE, t1 - t0)
+
+
+@numba.njit(fastmath=_EXP, **_JIT)
+def _columns(func, x, out, t0, t1, width, ms, ss):
+    """columns() over tiles t0..t1.
 
     A tile is ``width`` adjacent columns of one outer index; its max and compensated sum are
     kept per column in ms[:width] and ss[:width] (plus ss[width:2 width] for the compensation),

@@ -8,7 +8,6 @@ on the one output array.
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import threading
@@ -156,6 +155,8 @@ def _logsumexp_shifted(src, x, m, axes):
 FUSED_MIN_SIZE = int(os.environ.get("SOFTMAX_MULTI_FUSED_MIN_SIZE", "4096"))
 PARALLEL_MIN_SIZE = int(os.environ.get("SOFTMAX_MULTI_PARALLEL_MIN_SIZE", str(1 << 17)))
 COLUMN_TILE = 256  # columns per tile when the softmax axis is not the last one
+CHUNK = 1 << 13  # entries a thread claims at a time: small enough to balance, big enough to cost nothing
+SPINS = 1 << 14  # rounds of spinning (about a millisecond) before a waiting thread yields its core
 THREADS = max(1, int(os.environ.get("SOFTMAX_MULTI_NUM_THREADS", "0")) or len(os.sched_getaffinity(0)))
 
 _kernels = None  # the _fused module once imported; False when Numba is missing or disabled
@@ -209,84 +210,105 @@ def _fused_call(func: int, x: np.ndarray, axes: tuple[int, ...], out: np.ndarray
         y = out
     x3 = x.reshape(outer, n, inner)
     y3 = y.reshape(outer, 1 if func == 2 else n, inner)
-    tasks = _tasks(k, func, x3, y3)
-    _run(tasks)
+    _dispatch(k, func, x3, y3)
     if out is not None and y is not out:
         np.copyto(out, y)
         return out
     return y
 
 
-def _tasks(k, func, x3, y3):
-    """The work as callables, one per thread, each with its own scratch."""
+def _dispatch(k, func, x3, y3) -> None:
+    """Run the kernel that suits the layout, shared by up to THREADS threads."""
     outer, n, inner = x3.shape
-    parts = THREADS if x3.size >= PARALLEL_MIN_SIZE else 1
+    threads = THREADS if x3.size >= PARALLEL_MIN_SIZE else 1
     if inner > 1:
+        step = max(1, CHUNK // (n * COLUMN_TILE))
         tiles = outer * -(-inner // COLUMN_TILE)
-        return [
-            _bind(k.columns, func, x3, y3, t0, t1, COLUMN_TILE, np.empty(COLUMN_TILE), np.empty(2 * COLUMN_TILE))
-            for t0, t1 in _split(tiles, parts)
-        ]
+        _share(threads, lambda state, _: k.columns(func, x3, y3, state, step, COLUMN_TILE, np.empty(COLUMN_TILE), np.empty(2 * COLUMN_TILE)), tiles)
+        return
     x2, y2 = x3.reshape(outer, n), y3.reshape(outer, -1)
     if n <= k.SHORT:
         rows = 1024
-        return [
-            _bind(k.short_rows, func, x2.reshape(-1), y2.reshape(-1), n, r0, r1, np.empty(rows, x2.dtype), np.empty(rows * n, x2.dtype))
-            for r0, r1 in _split(outer, parts)
-        ]
-    if outer >= parts:
-        return [_bind(k.rows, func, x2, y2, r0, r1, *_scratch(k, x2.dtype)) for r0, r1 in _split(outer, parts)]
-    return [lambda: _long_rows(k, func, x2, y2, parts)]
+        _share(threads, lambda state, _: k.short_rows(func, x2.reshape(-1), y2.reshape(-1), n, state, np.empty(rows, x2.dtype), np.empty(rows * n, x2.dtype)), outer)
+    elif outer >= 4 * threads or n * threads < CHUNK:
+        step = max(1, CHUNK // n)
+        _share(threads, lambda state, _: k.rows(func, x2, y2, state, step, *_scratch(k, x2.dtype)), outer)
+    else:  # a few long rows: each one shared
+        for i in range(outer):
+            _long_row(k, func, x2[i], y2[i], threads)
 
 
-def _long_rows(k, func, x2, y2, parts):
-    """Fewer rows than threads: each row's statistics in parts, merged, then finished in parts."""
-    ranges = _split(x2.shape[1], parts)
-    scratch = [_scratch(k, x2.dtype) for _ in ranges]
-    for i in range(x2.shape[0]):
-        row, res = x2[i], y2[i]
-        stats = [None] * len(ranges)
+def _long_row(k, func, row, res, threads):
+    """One long row, shared: every thread takes blocks' statistics, all merge them, then every
+    thread takes blocks to finish; a thread that joins late finds less left to do."""
+    n = row.shape[0]
+    block = k.block_size(n, k.MAX_BLOCKS)
+    step = max(1, CHUNK // block)
+    ms, ss = np.empty((2, -(-n // block)))
+    cms, css = np.empty((2, -(-len(ms) // step)))
+    taken = np.zeros(len(cms), np.int64)
 
-        def part_stats(p, lo, hi, row=row, res=res, stats=stats):
-            stats[p] = k.row_part_stats(func, row, res, lo, hi, *scratch[p])
+    def part(state, caller):
+        buf = np.empty(k.BLOCK, row.dtype)
+        while not (done := k.long_row(func, row, res, state, step, block, ms, ss, cms, css, buf, taken, caller, SPINS)):
+            os.sched_yield()  # waited long for another thread's blocks: let it have the core
+        if done < 0:
+            raise _Failed
 
-        _run([lambda p=p, lo=lo, hi=hi: part_stats(p, lo, hi) for p, (lo, hi) in enumerate(ranges)])
-        m, s, _ = stats[0]
-        for m2, s2, _ in stats[1:]:
-            m, s = k.merge_stats(m, s, m2, s2)
-        if func == 2:
-            res[0] = k.logsumexp_of(row, 0, row.shape[0], m, s)
-        else:
-            _run([
-                _bind(k.row_part_finish, func, row, res, lo, hi, stats[p][2], scratch[p][0], m, s)
-                for p, (lo, hi) in enumerate(ranges)
-            ])
+    _share(threads, part, len(ms), k.DONE if func == 2 else k.DONE_2)
 
 
 def _scratch(k, dtype):
     return np.empty(k.MAX_BLOCKS), np.empty(k.MAX_BLOCKS), np.empty(k.BLOCK, dtype)
 
 
-def _split(count: int, parts: int) -> list[tuple[int, int]]:
-    """[0, count) in at most ``parts`` contiguous, nearly equal, non-empty ranges."""
-    parts = max(1, min(parts, count))
-    edges = [count * p // parts for p in range(parts + 1)]
-    return list(itertools.pairwise(edges))
+def _share(threads: int, part, total: int, counter: int = 1) -> None:
+    """Run ``part(state, caller)`` on this thread (caller True) and on up to ``threads - 1`` pool
+    threads, all on one shared state; return once state[counter] (DONE) reaches ``total``, the
+    number of items.
 
-
-def _bind(f, *args):
-    return lambda: f(*args)
-
-
-def _run(tasks) -> None:
-    """Run the callables, the last one on this thread; the kernels release the GIL meanwhile."""
-    if len(tasks) == 1:
-        tasks[0]()
+    Pool threads that have not started once this thread runs out of work are cancelled: they
+    would find nothing left. So a busy pool (other callers) slows a call but cannot block it.
+    """
+    k = fused_kernels()
+    state = np.zeros(8, np.int64)
+    if threads == 1:
+        part(state, True)
         return
-    futures = [_executor().submit(t) for t in tasks[:-1]]
-    tasks[-1]()
-    for f in futures:
-        f.result()
+    futures = [_executor().submit(_guarded, part, state, False) for _ in range(threads - 1)]
+    try:
+        _guarded(part, state, True)
+        for f in futures:
+            f.cancel()
+        _wait(k, state, counter, total)
+    except _Failed:  # raise the error of the thread that failed first
+        errors = [f.exception() for f in futures if not f.cancelled()]
+        raise next((e for e in errors if e is not None and not isinstance(e, _Failed)), RuntimeError("softmax-multi: a thread failed")) from None
+    finally:
+        for f in futures:
+            f.cancel()
+
+
+class _Failed(Exception):
+    """Another thread that shares this call failed: its own error is the one to raise."""
+
+
+def _guarded(part, state, caller) -> None:
+    try:
+        part(state, caller)
+    except BaseException:
+        state[fused_kernels().FAILED] = 1  # the other threads stop waiting for this one's work
+        raise
+
+
+def _wait(k, state, counter, total) -> None:
+    """Until state[counter] reaches total; _Failed once a thread sharing the call has failed."""
+    while not k.wait_done(state, counter, total, SPINS):
+        if state[k.FAILED]:
+            raise _Failed
+        os.sched_yield()
+    if state[k.FAILED]:
+        raise _Failed
 
 
 def _executor() -> ThreadPoolExecutor:

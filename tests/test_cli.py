@@ -102,3 +102,25 @@ def test_bench_shapes_option_is_checked():
 
     with pytest.raises(SystemExit, match="cannot read 'ten'"):
         cli.main(["bench", "--shapes", "ten"])
+
+
+def test_time_interleaved_settles_fast_methods_only():
+    """Before each timed sample, a fast method runs untimed for ``settle`` seconds (steady state);
+    a method slower than that is timed straight after the pause."""
+    import time
+
+    from softmax_multi.bench import time_interleaved
+
+    calls = {"fast": 0, "slow": 0}
+
+    def fast():
+        calls["fast"] += 1
+
+    def slow():
+        calls["slow"] += 1
+        time.sleep(0.03)
+
+    times = time_interleaved({"fast": fast, "slow": slow}, rounds=3, number=1, warmup=1, pause=0, settle=0.02)
+    assert set(times) == {"fast", "slow"} and times["slow"] >= 0.03 > times["fast"]
+    assert calls["slow"] == 1 + 1 + 3  # warm-up, the estimate, one timed call per round: no settling
+    assert calls["fast"] > 100  # settled for 20 ms before each of the 3 rounds

@@ -196,3 +196,70 @@ def test_conformance_suite_through_the_fused_kernels():
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert " passed" in run.stdout and " failed" not in run.stdout
+
+
+LAYOUTS = [((2, 400_000), -1), ((300, 5000), -1), ((40_000, 7), -1), ((2000, 300), 0)]  # long rows, rows, short rows, columns
+
+
+def _in_thread(f, timeout=120):
+    """f() on a daemon thread: its result, or a test failure (not a hung run) if it blocks."""
+    import threading
+
+    box = {}
+
+    def run():
+        try:
+            box["result"] = f()
+        except BaseException as err:
+            box["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"no result after {timeout} s: the threads sharing the work are stuck"
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+@pytest.mark.parametrize("func", ["softmax", "log_softmax", "logsumexp"])
+def test_shared_work_with_a_busy_pool(rng, monkeypatch, func):
+    """Each call asks for more threads than the pool has, while 8 callers share it: the work must
+    still finish (a caller takes back its queued share), and give the same bits as alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    f = FUNCS[func][0]
+    xs = [(rng.standard_normal(shape) * 4).astype(np.float32) for shape, _ in LAYOUTS]
+    alone = [f(x, axis=axis) for x, (_, axis) in zip(xs, LAYOUTS)]
+    nb._executor()  # the pool exists, with its THREADS - 1 threads
+    monkeypatch.setattr(nb, "THREADS", 6)
+
+    def crowd():
+        with ThreadPoolExecutor(8) as callers:
+            return list(callers.map(lambda i: f(xs[i % 4], axis=LAYOUTS[i % 4][1]), range(32)))
+
+    for i, y in enumerate(_in_thread(crowd)):
+        np.testing.assert_array_equal(y, alone[i % 4])
+
+
+def test_a_failing_thread_fails_the_call(monkeypatch):
+    """An error in a pool thread that holds part of a row reaches the caller; nobody waits forever."""
+    import threading
+
+    k = nb.fused_kernels()
+    real = k.long_row
+    started = threading.Event()
+
+    def long_row(func, row, res, state, step, *args):
+        if not threading.current_thread().name.startswith("softmax-multi"):  # the caller
+            started.wait(10)  # let the pool thread claim its first blocks
+            return real(func, row, res, state, step, *args)
+        k._claim(state, k.CLAIMED, step, len(args[1]))  # args: block, ms, ...: claims blocks, never does them
+        started.set()
+        raise ValueError("boom in a pool thread")
+
+    monkeypatch.setattr(nb, "THREADS", 2)
+    monkeypatch.setattr(k, "long_row", long_row)
+    x = np.random.default_rng(0).standard_normal(500_000)
+    with pytest.raises(ValueError, match="boom in a pool thread"):
+        _in_thread(lambda: smx.softmax(x), timeout=60)
