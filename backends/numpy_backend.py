@@ -262,10 +262,10 @@ def _scratch(k, dtype):
     return np.empty(k.MAX_BLOCKS), np.empty(k.MAX_BLOCKS), np.empty(k.BLOCK, dtype)
 
 
-def _share(threads: int, part, total: int, counter: int = 1) -> None:
+def _share(threads: int, part, total: int, counter: int | None = None) -> None:
     """Run ``part(state, caller)`` on this thread (caller True) and on up to ``threads - 1`` pool
-    threads, all on one shared state; return once state[counter] (DONE) reaches ``total``, the
-    number of items.
+    threads, all on one shared state; return once state[counter] (by default DONE) reaches
+    ``total``, the number of items.
 
     Pool threads that have not started once this thread runs out of work are cancelled: they
     would find nothing left. So a busy pool (other callers) slows a call but cannot block it.
@@ -280,7 +280,7 @@ def _share(threads: int, part, total: int, counter: int = 1) -> None:
         _guarded(part, state, True)
         for f in futures:
             f.cancel()
-        _wait(k, state, counter, total)
+        _wait(k, state, k.DONE if counter is None else counter, total)
     except _Failed:  # raise the error of the thread that failed first
         errors = [f.exception() for f in futures if not f.cancelled()]
         raise next((e for e in errors if e is not None and not isinstance(e, _Failed)), RuntimeError("softmax-multi: a thread failed")) from None
