@@ -9,7 +9,9 @@ write the result once:
   sits in L1 (block max, then the sum of ``exp(x - block max)``), and the blocks' ``(m, s)``
   pairs merged at the end with the exact overall max (Milakov & Gimelshein's online softmax,
   without its running rescale, so no rounding error compounds from block to block).
-* **Finishing**: ``exp(x - M) / S`` or ``(x - M) - log S`` written straight into the output.
+* **Finishing**: the statistics pass leaves ``exp(x - block max)`` (softmax) or
+  ``x - block max`` (log_softmax) in the output, still in cache; one more pass multiplies each
+  block by ``exp(block max - M) / S`` or subtracts ``(M - block max) + log S``.
 
 ``exp`` is a polynomial the compiler vectorises (8 float32 or 4 float64 lanes with AVX2):
 Cody-Waite reduction ``x = n ln2 + r`` with ``|r| <= ln2/2``, a polynomial whose error is
@@ -249,16 +251,17 @@ def _sum_exp(x, lo, hi, m, buf):
 
 
 @numba.njit(**_JIT)
-def slice_stats(x, lo, hi, ms, ss, buf, keep):
+def slice_stats(x, lo, hi, ms, ss, scratch, out, func):
     """(max, sum of exp(x - max)) of x[lo:hi], hi > lo, and the block size used.
 
-    ms and ss receive each block's stats; buf is scratch for exps, or, with ``keep``, an array
-    as long as x that keeps exp(x - block max) of every block for :func:`rescale_blocks`.
+    ms and ss receive each block's stats; scratch holds a block's exps. What stays in out[lo:hi]
+    for :func:`finish_blocks`: softmax (func 0) the exps, log_softmax (1) ``x - block max``,
+    logsumexp (2) nothing.
     """
     block = block_size(hi - lo, ms.shape[0])
     nb = 0
     for a in range(lo, hi, block):
-        ms[nb], ss[nb] = _block_stats(x, a, min(a + block, hi), buf, keep)
+        ms[nb], ss[nb] = _block_stats(x, a, min(a + block, hi), scratch, out, func)
         nb += 1
     big, s = merge_blocks(ms, ss, nb)
     return big, s, block
@@ -271,16 +274,30 @@ def block_size(size, max_blocks):
 
 
 @numba.njit(**_JIT)
-def _block_stats(x, a, b, buf, keep):
-    """(max, sum of exp(x - max)) of the block x[a:b]; with ``keep`` the exps go to buf[a:b]."""
+def _block_stats(x, a, b, scratch, out, func):
+    """(max, sum of exp(x - max)) of the block x[a:b], keeping in out[a:b] what slice_stats says."""
     m = _max(x, a, b)
     if m == -np.inf:  # an all -inf block adds nothing
-        if keep:
-            buf[a:b] = 0.0
+        if func == 0:
+            out[a:b] = 0.0
+        elif func == 1:
+            out[a:b] = -np.inf
         return m, 0.0
-    if m < np.inf:
-        return m, _sum_exp(x, a, b, m, buf[a:b] if keep else buf)
-    return m, np.nan  # +inf or NaN: the whole slice is NaN (softmax) or decided by logsumexp_of
+    if not m < np.inf:
+        return m, np.nan  # +inf or NaN: the whole slice is NaN (softmax) or decided by logsumexp_of
+    if func == 0:
+        return m, _sum_exp(x, a, b, m, out[a:b])
+    if func == 1:
+        _shift(x, out, a, b, m)
+    return m, _sum_exp(x, a, b, m, scratch)
+
+
+@numba.njit(**_JIT)
+def _shift(x, out, a, b, m):
+    xs = x[a:b]
+    ys = out[a:b]
+    for j in range(xs.shape[0]):
+        ys[j] = xs[j] - m
 
 
 @numba.njit(**_JIT)
@@ -304,16 +321,32 @@ def merge_blocks(ms, ss, nb):
 
 
 @numba.njit(**_JIT)
-def rescale_blocks(out, lo, hi, block, ms, m, s):
-    """Turn the exps that slice_stats kept in out[lo:hi] into softmax: block i times exp(ms[i] - m) / s."""
+def finish_blocks(func, out, lo, hi, block, ms, m, s):
+    """Turn what slice_stats kept in out[lo:hi] into the result, from the slice's (m, s):
+    softmax multiplies block i by exp(ms[i] - m) / s, log_softmax subtracts (m - ms[i]) + log s."""
     if not (-np.inf < m < np.inf and not math.isnan(s)):
         out[lo:hi] = np.nan
         return
+    log_s = math.log(s)
     i = 0
     for a in range(lo, hi, block):
-        f = out.dtype.type(exp_diff(ms[i], m) / s) if ms[i] > -np.inf else out.dtype.type(0.0)
-        _scale(out, a, min(a + block, hi), f)
+        b = min(a + block, hi)
+        if func == 0:
+            _scale(out, a, b, out.dtype.type(exp_diff(ms[i], m) / s) if ms[i] > -np.inf else out.dtype.type(0.0))
+        elif ms[i] > -np.inf:  # an all -inf block holds -inf already
+            # (m - ms[i]) + log s as the sum of two numbers of out's dtype: subtracted in that
+            # dtype, without converting each entry to float64 and back.
+            c = (m - np.float64(ms[i])) + log_s
+            c_hi = out.dtype.type(c)
+            _offset(out, a, b, c_hi, out.dtype.type(c - np.float64(c_hi)))
         i += 1
+
+
+@numba.njit(**_JIT)
+def _offset(out, lo, hi, c_hi, c_lo):
+    ys = out[lo:hi]
+    for j in range(ys.shape[0]):
+        ys[j] = (ys[j] - c_hi) - c_lo
 
 
 @numba.njit(**_JIT)
@@ -321,24 +354,6 @@ def _scale(out, lo, hi, f):
     ys = out[lo:hi]
     for j in range(ys.shape[0]):
         ys[j] *= f
-
-
-@numba.njit(fastmath=_EXP, **_JIT)
-def _finish_log_softmax(x, out, lo, hi, m, s):
-    if not (-np.inf < m < np.inf and not math.isnan(s)):
-        out[lo:hi] = np.nan
-        return
-    mm = x.dtype.type(m)
-    log_s = math.log(s)
-    # log s as the sum of two numbers of x's dtype, so that (x - m) - log s is computed in that
-    # dtype (converting float32 entries to float64 and back cost a third of the pass); the one
-    # rounding more costs at most half an ulp of the result (measured: no change, 0.96 eps).
-    log_hi = x.dtype.type(log_s)
-    log_lo = x.dtype.type(log_s - np.float64(log_hi))
-    xs = x[lo:hi]
-    ys = out[lo:hi]
-    for j in range(xs.shape[0]):
-        ys[j] = ((xs[j] - mm) - log_hi) - log_lo
 
 
 @numba.njit(**_JIT)
@@ -373,15 +388,11 @@ def _rows(func, x, out, r0, r1, ms, ss, buf):
             if func == 2:
                 out[i, 0] = -np.inf
             continue
-        if func == 0:  # exps written once (block by block), then scaled: one exp per entry
-            m, s, block = slice_stats(row, 0, n, ms, ss, out[i], True)
-            rescale_blocks(out[i], 0, n, block, ms, m, s)
-            continue
-        m, s, block = slice_stats(row, 0, n, ms, ss, buf, False)
-        if func == 1:
-            _finish_log_softmax(row, out[i], 0, n, m, s)
-        else:
+        m, s, block = slice_stats(row, 0, n, ms, ss, buf, out[i], func)
+        if func == 2:
             out[i, 0] = logsumexp_of(row, 0, n, m, s)
+        else:
+            finish_blocks(func, out[i], 0, n, block, ms, m, s)
 
 
 @numba.njit(**_JIT)
@@ -442,12 +453,12 @@ def long_row(func, x, out, state, step, block, ms, ss, cms, css, buf, taken, cal
     """One thread's share of one long 1-D row; every thread sharing it runs this on one ``state``.
 
     1. Statistics: blocks of ``block`` entries, ``step`` blocks per claim; each block's (max,
-       sum) goes to ms[b], ss[b] and each claim's merged pair to cms[c], css[c]. For softmax
-       (func 0) the exps stay in ``out``.
+       sum) goes to ms[b], ss[b] and each claim's merged pair to cms[c], css[c]; ``out`` keeps
+       what :func:`slice_stats` says.
     2. Wait for every claim to be done, and merge the claims' pairs (each thread alike).
     3. Finish: softmax or log_softmax, claim by claim (taken[c] marks claim c as finished or
-       being finished). A thread first takes the claims it did in 1, the latest first: their
-       exps are still in its core's cache. logsumexp is written by the caller only, since the
+       being finished). A thread first takes the claims it did in 1, the latest first: what
+       they left in ``out`` is still in its core's cache. logsumexp is written by the caller only, since the
        caller must not return while another thread still writes.
 
     Returns 1 when this thread's share is done; 0 after ``spins`` rounds of waiting in 2 (call
@@ -462,7 +473,7 @@ def long_row(func, x, out, state, step, block, ms, ss, cms, css, buf, taken, cal
             break
         for b in range(b0, b1):
             a = b * block
-            ms[b], ss[b] = _block_stats(x, a, min(a + block, n), out if func == 0 else buf, func == 0)
+            ms[b], ss[b] = _block_stats(x, a, min(a + block, n), buf, out, func)
         mine[count] = b0 // step
         count += 1
         cms[b0 // step], css[b0 // step] = merge_blocks(ms[b0:b1], ss[b0:b1], b1 - b0)
@@ -478,11 +489,7 @@ def long_row(func, x, out, state, step, block, ms, ss, cms, css, buf, taken, cal
         c = mine[count - 1 - i] if i < count else i - count
         if _fetch_add(taken, c, 1) == 0:
             b0, b1 = c * step, min(c * step + step, ms.shape[0])
-            lo, hi = b0 * block, min(b1 * block, n)
-            if func == 0:
-                rescale_blocks(out, lo, hi, block, ms[b0:b1], m, s)
-            else:
-                _finish_log_softmax(x, out, lo, hi, m, s)
+            finish_blocks(func, out, b0 * block, min(b1 * block, n), block, ms[b0:b1], m, s)
             _fetch_add(state, DONE_2, b1 - b0)
     return 1
 
