@@ -227,7 +227,13 @@ def _jax_methods(func, x, ours):
 
 
 def run_grid(
-    shapes=GRID_SHAPES, dtypes=("float32", "float64"), funcs=GRID_FUNCS, backends=("numpy", "torch", "jax"), rounds: int = 7, progress=None
+    shapes=GRID_SHAPES,
+    dtypes=("float32", "float64"),
+    funcs=GRID_FUNCS,
+    backends=("numpy", "torch", "jax"),
+    rounds: int = 7,
+    progress=None,
+    settle: float = 0.03,
 ) -> list[dict]:
     """Time every case of the grid; one dict per case: shape, dtype, func, bytes, seconds per method."""
     import gc
@@ -242,7 +248,7 @@ def run_grid(
         methods = grid_case(shape, dtype, func, backends)
         nbytes = math.prod(shape) * np.dtype(dtype).itemsize
         # Big inputs: one call per sample, fewer warm-ups; small ones: enough calls for 20 ms.
-        times = time_interleaved(methods, rounds=rounds, warmup=1 if nbytes > 1 << 26 else 3)
+        times = time_interleaved(methods, rounds=rounds, warmup=1 if nbytes > 1 << 26 else 3, settle=settle)
         results.append({"shape": list(shape), "dtype": dtype, "func": func, "bytes": nbytes, "seconds": times})
         del methods
         gc.collect()
@@ -359,11 +365,11 @@ def plot_grid(results: list[dict], path: str) -> None:
     plt.close(fig)
 
 
-def run_group(group: str = "overhead", rounds: int = 21) -> list[tuple[str, str, float, float]]:
+def run_group(group: str = "overhead", rounds: int = 21, settle: float = 0.03) -> list[tuple[str, str, float, float]]:
     """``(case, peer, our seconds, peer seconds)`` for every case of a group."""
     rows = []
     for case, methods in GROUPS[group]().items():
-        times = time_interleaved(methods, rounds=rounds)
+        times = time_interleaved(methods, rounds=rounds, settle=settle)
         ours = times.pop("smx")
         rows.extend((case, peer, ours, t) for peer, t in times.items())
     return rows

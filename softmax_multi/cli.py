@@ -65,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = sub.add_parser("bench", help="time our functions against native peers, interleaved")
     bench.add_argument("--group", choices=["grid", "overhead", "torch-rows"], default="grid", help="which cases (default: the grid)")
     bench.add_argument("--rounds", type=int, help="samples per method, median reported (default 7 for the grid, 21 otherwise)")
+    bench.add_argument(
+        "--settle", type=float, default=0.03, metavar="SECONDS",
+        help="untimed calls of a method before each of its samples, after a 10 ms pause (default 0.03; 0 times calls made after idling)",
+    )
     bench.add_argument("--shapes", help='grid shapes, ";"-separated, "x" between axes: "10;64x1000;1e6x10" (default: all eight)')
     bench.add_argument("--dtypes", default="float32,float64", help="grid dtypes (default: float32,float64)")
     bench.add_argument("--funcs", default="softmax,log_softmax,logsumexp", help="grid functions")
@@ -93,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         rows = [
             [case, peer, f"{ours * 1e6:.2f} us", f"{theirs * 1e6:.2f} us", f"{ours / theirs:.2f}x", f"{(ours - theirs) * 1e6:+.2f} us"]
-            for case, peer, ours, theirs in run_group(args.group, args.rounds or 21)
+            for case, peer, ours, theirs in run_group(args.group, args.rounds or 21, args.settle)
         ]
         print(_table(["case", "peer", "smx", "peer time", "smx / peer", "smx - peer"], rows))
     elif args.command == "conformance":
@@ -137,7 +141,8 @@ def _bench_grid(args) -> int:
             results = json.load(fh)["results"]
     else:
         results = bench.run_grid(
-            shapes, tuple(args.dtypes.split(",")), tuple(args.funcs.split(",")), tuple(args.backends.split(",")), args.rounds or 7, progress
+            shapes, tuple(args.dtypes.split(",")), tuple(args.funcs.split(",")), tuple(args.backends.split(",")), args.rounds or 7, progress,
+            args.settle,
         )
     header, rows = bench.grid_table(results)
     print("ratios: peer time / our time (above 1: we are faster); 'numpy vs copy': the copy's time / ours")

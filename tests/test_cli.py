@@ -80,7 +80,7 @@ def test_bench_grid_writes_json_and_png_and_replots(tmp_path, capsys):
     import json
 
     out, png = tmp_path / "b.json", tmp_path / "b.png"
-    args = ["bench", "--shapes", "64x1000", "--dtypes", "float32", "--funcs", "softmax,logsumexp", "--rounds", "1"]
+    args = ["bench", "--shapes", "64x1000", "--dtypes", "float32", "--funcs", "softmax,logsumexp", "--rounds", "1", "--settle", "0.005"]
     assert cli.main([*args, "--json", str(out), "--plot", str(png)]) == 0
     printed = capsys.readouterr()
     assert "scipy / numpy" in printed.out and "(64, 1000)" in printed.out
