@@ -263,3 +263,36 @@ def test_a_failing_thread_fails_the_call(monkeypatch):
     x = np.random.default_rng(0).standard_normal(500_000)
     with pytest.raises(ValueError, match="boom in a pool thread"):
         _in_thread(lambda: smx.softmax(x), timeout=60)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_exp_is_within_one_and_a_quarter_ulp(dtype):
+    """The kernels' exp(x - m), for x - m over its whole range, against float64/long double exp:
+    at most 1.25 ulp where the result is normal; 0 below the range, at x = -inf; NaN at NaN."""
+    import numba
+    from softmax_multi.backends import _fused
+
+    @numba.njit(fastmath={"contract"})
+    def exps(x, m, out):
+        for j in range(x.shape[0]):
+            out[j] = _fused.exp_diff(x[j], m)
+
+    rng = np.random.default_rng(11)
+    lowest = -104.0 if dtype == "float32" else -746.0
+    wide = np.longdouble if dtype == "float64" else np.float64
+    worst = 0.0
+    for m in (0.0, 3.7, -20.0, 1000.5, 1e-3, 2.0**60):
+        m = np.dtype(dtype).type(m)
+        x = np.minimum((wide(m) + rng.random(2_000_000) * lowest).astype(dtype), m)
+        y = np.empty_like(x)
+        exps(x, m, y)
+        exact = np.exp(x.astype(wide) - wide(m))
+        normal = exact > np.finfo(dtype).tiny
+        ulp = np.spacing(exact[normal].astype(dtype)).astype(wide)
+        worst = max(worst, float(np.max(np.abs(y[normal] - exact[normal]) / ulp)))
+        assert np.all(y[exact < np.finfo(dtype).smallest_subnormal / 2] == 0)
+    assert worst <= 1.25, worst
+    special = np.array([-np.inf, np.nan, lowest * 2, -np.finfo(dtype).max], dtype)
+    y = np.empty_like(special)
+    exps(special, np.dtype(dtype).type(1.0), y)
+    assert y[0] == 0 and np.isnan(y[1]) and y[2] == 0 and y[3] == 0
