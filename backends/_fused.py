@@ -192,18 +192,11 @@ def _claim(state, counter, step, total):
     lo = min(_fetch_add(state, counter, step), total)
     return lo, min(lo + step, total)
 
-
-@numba.njit(**_JIT)
-def _claims(state, step, total):
-    """Ranges (lo, hi) of ``step`` items of [0, total) that this thread claims one after the
-    other until none are left; each counts as done (state[DONE]) once the loop body that took it
-    has run."""
-    while True:
-        lo, hi = _claim(state, CLAIMED, step, total)
-        if lo >= hi:
-            return
-        yield lo, hi
-        _fetch_add(state, DONE, hi - lo)
+# Each kernel below repeats the loop "claim a range, work on it, add it to DONE". A generator
+# yielding the claimed ranges would say it once, but a cached kernel that iterates a cached
+# Numba generator fails to load from the cache in a fresh process (KeyError on the generator
+# type; numba/numba#8679): the CI run of that version failed 49 tests. Passing the work as a
+# function argument defeats caching instead (numba/numba#6251).
 
 
 @numba.njit(**_JIT)
@@ -383,8 +376,12 @@ def logsumexp_of(x, lo, hi, m, s):
 def rows(func, x, out, state, step, ms, ss, buf):
     """softmax (func 0), log_softmax (1) or logsumexp (2) of the rows of the 2-D x, ``step``
     rows at a time, shared with the other threads that run this on the same ``state``."""
-    for r0, r1 in _claims(state, step, x.shape[0]):
+    while True:
+        r0, r1 = _claim(state, CLAIMED, step, x.shape[0])
+        if r0 >= r1:
+            return
         _rows(func, x, out, r0, r1, ms, ss, buf)
+        _fetch_add(state, DONE, r1 - r0)
 
 
 @numba.njit(**_JIT)
@@ -411,8 +408,12 @@ def short_rows(func, x, out, n, state, ms, buf):
     In chunks of ``len(ms)`` rows: each row's max (spread over its entries in buf), then one
     vectorised exp over the whole chunk, then each row's sum and result.
     """
-    for c0, c1 in _claims(state, ms.shape[0], x.shape[0] // n):
+    while True:
+        c0, c1 = _claim(state, CLAIMED, ms.shape[0], x.shape[0] // n)
+        if c0 >= c1:
+            return
         _short_rows(func, x, out, n, c0, c1, ms, buf)
+        _fetch_add(state, DONE, c1 - c0)
 
 
 @numba.njit(fastmath=_EXP, **_JIT)
@@ -472,13 +473,17 @@ def long_row(func, x, out, state, step, block, ms, ss, cms, css, buf, taken, cal
     n = x.shape[0]
     mine = np.empty(cms.shape[0], np.int64)
     count = 0
-    for b0, b1 in _claims(state, step, ms.shape[0]):
+    while True:
+        b0, b1 = _claim(state, CLAIMED, step, ms.shape[0])
+        if b0 >= b1:
+            break
         for b in range(b0, b1):
             a = b * block
             ms[b], ss[b] = _block_stats(x, a, min(a + block, n), buf, out, func)
         mine[count] = b0 // step
         count += 1
         cms[b0 // step], css[b0 // step] = merge_blocks(ms[b0:b1], ss[b0:b1], b1 - b0)
+        _fetch_add(state, DONE, b1 - b0)
     if not wait_done(state, DONE, ms.shape[0], spins):
         return -1 if _load_acquire(state, FAILED) else 0
     m, s = merge_blocks(cms, css, cms.shape[0])
@@ -499,8 +504,12 @@ def long_row(func, x, out, state, step, block, ms, ss, cms, css, buf, taken, cal
 def columns(func, x, out, state, step, width, ms, ss):
     """The same along the middle axis of the 3-D x (outer, n, inner), ``step`` tiles at a time."""
     tiles = x.shape[0] * -(-x.shape[2] // width)
-    for t0, t1 in _claims(state, step, tiles):
+    while True:
+        t0, t1 = _claim(state, CLAIMED, step, tiles)
+        if t0 >= t1:
+            return
         _columns(func, x, out, t0, t1, width, ms, ss)
+        _fetch_add(state, DONE, t1 - t0)
 
 
 @numba.njit(fastmath=_EXP, **_JIT)
