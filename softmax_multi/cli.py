@@ -1,4 +1,5 @@
-"""The ``softmax-multi`` command: which backends are here, and the worked example through each."""
+"""The ``softmax-multi`` command: the backends here, the conformance report, the worked example,
+the benchmark and the accuracy table."""
 
 from __future__ import annotations
 
@@ -9,17 +10,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import registry
+from . import __version__, registry
 from ._api import softmax
+from ._text import Progress
+from ._text import table as _table
 
 WORKED_VECTOR = [5.0, 7.0, 10.0]
 WORKED_MATRIX = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
 def _devices(spec: registry.BackendSpec) -> str:
@@ -48,17 +45,24 @@ def worked_example() -> str:
             continue
         vector = spec.to_numpy(softmax(spec.from_numpy(np.asarray(WORKED_VECTOR))))
         matrix = spec.to_numpy(softmax(spec.from_numpy(np.asarray(WORKED_MATRIX))))
-        out.append(f"{row.name}:")
-        out.append(f"  softmax({WORKED_VECTOR}) = {np.round(vector, 4).tolist()}")
+        dtype = np.asarray(vector).dtype
+        out.append(f"{row.name} ({dtype}):")
+        out.append(f"  softmax({WORKED_VECTOR}) = {_rounded(vector)}")
         out.append(f"  softmax of the rows of {WORKED_MATRIX} (shift invariance):")
-        out.extend(f"    {np.round(r, 4).tolist()}" for r in matrix)
+        out.extend(f"    {_rounded(r)}" for r in matrix)
     return "\n".join(out)
+
+
+def _rounded(values: object) -> list[float]:
+    """To 4 places, as Python floats: a float32 0.0064 prints as 0.0064, not 0.006399999838322401."""
+    return [round(float(v), 4) for v in np.asarray(values, dtype=np.float64)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="softmax-multi", description="softmax, log_softmax and logsumexp on any array library"
     )
+    parser.add_argument("--version", action="version", version=f"softmax-multi {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("backends", help="list the backends, their versions, status and devices")
     sub.add_parser("example", help="run the worked example through every ready backend")
@@ -76,14 +80,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("--json", default="benchmark.json", metavar="FILE", help="grid results as JSON (default: benchmark.json)")
     bench.add_argument("--plot", default="benchmark.png", metavar="FILE", help="grid plot as PNG (default: benchmark.png)")
     bench.add_argument("--from-json", metavar="FILE", help="no timing: print the tables and draw the plot of a saved grid run")
-    conf = sub.add_parser("conformance", help="run the conformance suite and print the checks x backends matrix")
-    conf.add_argument("--backend", action="append", default=[], help="backend name or module:attr (repeatable; default: all ready)")
-    tier = conf.add_mutually_exclusive_group()
-    tier.add_argument("--quick", dest="tier", action="store_const", const="quick", help="leave out rows of 1e6 and more (default)")
-    tier.add_argument("--full", dest="tier", action="store_const", const="full", help="everything, rows up to 1e7")
-    conf.set_defaults(tier="quick")
-    conf.add_argument("--json", metavar="FILE", help="also write the matrix as JSON")
-    conf.add_argument("--max-examples", type=int, help="Hypothesis examples per property (default 50)")
+    conf = sub.add_parser(
+        "conformance", help="run the conformance suite and print the checks x backends matrix",
+        description="The conformance suite on every ready backend, or those named; the options are pytest's, spelled the same.",
+    )
+    from .conformance.options import OPTIONS  # the pytest plugin's own options: one spelling, one default
+
+    for name, kwargs in OPTIONS.items():
+        conf.add_argument(name, **kwargs)
+    conf.add_argument("--json", metavar="FILE", help="also write the matrix, failures and reasons as JSON")
+    # the spellings of 0.1, refused with the new one named
+    for old_name, new_name in (("--backend", "--smx-backend"), ("--max-examples", "--smx-max-examples")):
+        conf.add_argument(old_name, dest=f"renamed {old_name} {new_name}", nargs="?", const=True, help=argparse.SUPPRESS)
+    for old_name in ("--quick", "--full"):
+        conf.add_argument(old_name, dest=f"renamed {old_name} --smx-tier {old_name[2:]}", action="store_true", default=None, help=argparse.SUPPRESS)
     sub.add_parser("accuracy", help="float32 softmax error in eps at row lengths 1e4..1e7, per backend")
     args = parser.parse_args(argv)
     if args.command == "backends":
@@ -101,17 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         print(_table(["case", "peer", "smx", "peer time", "smx / peer", "smx - peer"], rows))
     elif args.command == "conformance":
-        from .conformance import oracle, report
-
-        code, collector = report.run(args.backend, args.tier, args.json, args.max_examples)
-        header, rows = collector.matrix()
-        print(_table(header, rows))
-        limits = ", ".join(f"{k} {v:g}" for k, v in oracle.TOLERANCE_ULPS.items())
-        print("\ncells: pass/FAIL/known (a backend's declared failure) and the largest error seen, in eps")
-        print(f"tolerances (eps): {limits}; log_softmax and logsumexp errors are scaled by max(1, |y|)")
-        if code != 0:
-            print(f"conformance: FAILED (pytest exit code {code})")
-        return int(code)
+        return _conformance(args)
     elif args.command == "accuracy":
         from .bench import accuracy_table
 
@@ -120,21 +120,75 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _bench_grid(args) -> int:
+def _conformance(args: argparse.Namespace) -> int:
+    """The suite on the backends asked for, after checking they can be had: an unknown one, a
+    ``module:attr`` that does not import, or a plugin that failed to load is reported with the
+    registry's reason and a non-zero exit; a built-in without its library is listed and fails nothing."""
+    renamed = [k.split(" ", 2)[1:] for k, v in vars(args).items() if k.startswith("renamed ") and v is not None]
+    if renamed:
+        old, new = renamed[0]
+        print(f"softmax-multi conformance: {old} is spelled {new} now (one spelling here and in pytest); "
+              "see softmax-multi conformance --help", file=sys.stderr)
+        return 2
+    from .conformance import oracle, report
+    from .conformance.plugin import BackendUnavailable, resolve_backend
+
+    problems = []
+    for name in args.smx_backend:
+        try:
+            resolve_backend(name)
+        except BackendUnavailable as err:
+            problems.append(f"{name}: {err}")
+    rows = registry.list_backends()
+    failed = [r for r in rows if r.status == "failed"]
+    unavailable = [r for r in rows if r.status in ("not installed", "disabled", "overridden", "unavailable")]
+    if problems:
+        for line in problems:
+            print(f"softmax-multi conformance: cannot certify {line}", file=sys.stderr)
+        return 2
+    code, collector = report.run(
+        args.smx_backend, args.smx_tier, args.json, args.smx_max_examples, args.smx_known_failures,
+        extra_report={
+            "failed_plugins": {r.name: {"source": r.source, "error": r.error} for r in failed},
+            "unavailable": {r.name: r.status + (f": {r.error}" if r.error else "") for r in unavailable},
+        },
+    )
+    header, matrix = collector.matrix()
+    print(_table(header, matrix))
+    limits = ", ".join(f"{k} {v:g}" for k, v in oracle.TOLERANCE_ULPS.items())
+    print("\ncells: pass/FAIL/known (a backend's declared failure) and the largest error seen, in eps (of the failing cases")
+    print("for FAIL); '-': nothing to test on that backend (a dtype or transform it does not declare)")
+    print(f"tolerances (eps): {limits}; log_softmax and logsumexp errors are scaled by max(1, |y|)")
+    if unavailable and not args.smx_backend:
+        print("unavailable here (nothing failed): " + ", ".join(f"{r.name} ({r.status}{': ' + r.error if r.error else ''})" for r in unavailable))
+    explained = collector.explain()
+    if explained:
+        print("\n" + explained)
+    if failed:
+        print()
+        for r in failed:
+            print(f"plugin {r.name} ({r.source}) failed to load: {r.error}")
+    if code not in (0, 1):
+        print(f"conformance: pytest could not run the suite (exit code {code}; its message is above)")
+    elif code or failed:
+        print(f"conformance: FAILED ({len(collector.failures())} failing cells" + (f", {len(failed)} plugin(s) that failed to load)" if failed else ")"))
+    return int(code) or (1 if failed else 0)
+
+
+def _bench_grid(args: argparse.Namespace) -> int:
     import json
     import platform
-    import time
 
     from . import bench
 
     shapes = bench.GRID_SHAPES if not args.shapes else [_shape(s) for s in args.shapes.split(";")]
-    start = time.perf_counter()
+    bar: Progress | None = None
 
     def progress(done: int, total: int, what: str) -> None:
-        bar = "#" * (30 * done // total)
-        sys.stderr.write(f"\r[{bar:<30}] {done}/{total} {time.perf_counter() - start:5.0f} s  {what:<40}")
-        sys.stderr.write("\n" if done == total else "")
-        sys.stderr.flush()
+        nonlocal bar
+        if bar is None:
+            bar = Progress(total)
+        bar.update(done, what)
 
     if args.from_json:
         with open(args.from_json) as fh:
@@ -149,14 +203,21 @@ def _bench_grid(args) -> int:
     print(_table(header, rows))
     print()
     header, *rows = bench.targets(results)
-    print(_table(header, rows))
+    if rows:
+        print(_table(header, rows))
+    else:
+        print("targets: none of this run's cases has a target (they are set for the full grid)")
     if not args.from_json:
         machine = {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(), "python": platform.python_version()}
         with open(args.json, "w") as fh:
             json.dump({"machine": machine, "command": " ".join(sys.argv), "results": results}, fh, indent=1)
         print(f"\nwrote {args.json}")
-    bench.plot_grid(results, args.plot)
-    print(f"drew {args.plot}")
+    try:
+        bench.plot_grid(results, args.plot)
+    except ImportError as err:
+        print(f"no plot: {err.name or 'matplotlib'} is not installed (pip install 'softmax-multi[bench]')")
+    else:
+        print(f"drew {args.plot}")
     return 0
 
 

@@ -4,6 +4,18 @@ Nothing is discovered at ``import softmax_multi``: the entry-point group is read
 call that needs it. Dispatch is a dict keyed by ``type(x)``; a miss checks the array classes each
 backend names as (module, class-name) strings against modules already in ``sys.modules``, so
 asking "is this a torch tensor?" never imports torch.
+
+What the registry holds, and when it is filled:
+
+* ``_specs`` (name -> BackendSpec): every backend loaded from an entry point or given to
+  :func:`register_backend`; filled by the first discovery, then by each registration.
+* ``_rows`` (name -> BackendStatus): the same names plus those that failed to load or are
+  disabled, with their reason; what :func:`list_backends` returns.
+* ``_by_type`` (array class -> BackendSpec): the dispatch cache, filled on each first sight of a
+  class, emptied whenever a backend is added or replaced.
+* ``_listeners``: functions called after each such change, so that caches built elsewhere on
+  dispatch results (the checked call plans of :mod:`softmax_multi._api`) are dropped with it;
+  see :func:`on_change`.
 """
 
 from __future__ import annotations
@@ -24,9 +36,13 @@ __all__ = [
     "BackendLoadWarning",
     "BackendSpec",
     "BackendStatus",
+    "backend_for_type",
     "get_backend",
     "list_backends",
+    "on_change",
     "register_backend",
+    "reset",
+    "status_of",
 ]
 
 ENTRY_POINT_GROUP = "softmax_multi.backends"
@@ -63,8 +79,12 @@ class BackendSpec:
         ``namespace(x)`` gives the array API namespace of ``x``; defaults to array-api-compat's.
     softmax, log_softmax, logsumexp
         Optional native implementations with the signature of :mod:`softmax_multi.reference`
-        (``f(x, axes, where)``; ``logsumexp`` also takes ``keepdims``). Missing ones fall back to
-        the reference implementation.
+        (``f(x, axes, where)``; ``logsumexp`` also takes ``keepdims``) for real floating ``x``.
+        Missing ones fall back to the reference implementation.
+    weighted_logsumexp
+        Optional native logsumexp for the other cases: ``f(x, axes, where, keepdims, b,
+        return_sign)`` with weights ``b`` (None, or an array of ``x``'s shape and dtype),
+        ``return_sign``, or complex ``x``; the reference's ``logsumexp`` otherwise.
     from_numpy, to_numpy
         Move test data in and out: ``from_numpy(a, device)`` and ``to_numpy(x)``.
     devices
@@ -75,14 +95,26 @@ class BackendSpec:
         that must equal ``f``; those named in ``GRADIENT_TRANSFORMS`` (``"grad"``, ``"autograd"``)
         return ``g(x, w)``, the gradient of ``sum(w * f(x))`` with respect to ``x``.
     dtypes
-        The floating dtype names the backend serves (checked by the conformance suite), or a
-        function giving them when they depend on configuration (JAX's float64).
+        The floating dtype names the backend serves (real and complex; the conformance suite asks
+        for these only), or a function giving them when they depend on configuration (JAX's
+        float64, NumPy's bfloat16 from ml_dtypes).
     known_failures
-        Conformance check id -> reason, for checks this backend is known to fail.
+        Conformance check -> reason, for checks this backend is known to fail. A key names a
+        check (every variant), ``check:function`` (one function's variants), or is a pattern
+        matched against test ids (``finite_input[*-float64-*]``).
     out
         True when ``softmax`` and ``log_softmax`` take ``out=`` (a preallocated array of ``x``'s
         shape and the result's dtype, written and returned); otherwise a reason why ``out=`` is
         refused, shown in the error (``"JAX arrays are immutable"``).
+    input_forms
+        Other ways this library's arrays can hold the same values, by name, each as
+        ``form(a, device)`` building one from the NumPy array ``a`` (a byte-swapped, a
+        Fortran-ordered, a broadcast view...); the conformance suite runs every function on each.
+    accurate_sums
+        True when the library's ``sum`` is accurate whatever the length (pairwise or tree
+        reductions): the reference implementation then sums float32 with it directly. Otherwise
+        it accumulates float32 sums in float64, so that accuracy never depends on the library's
+        summation order.
     """
 
     name: str
@@ -93,6 +125,7 @@ class BackendSpec:
     softmax: Callable[..., Any] | None = None
     log_softmax: Callable[..., Any] | None = None
     logsumexp: Callable[..., Any] | None = None
+    weighted_logsumexp: Callable[..., Any] | None = None
     from_numpy: Callable[..., Any] | None = None
     to_numpy: Callable[[Any], Any] | None = None
     devices: Callable[[], list[str]] = lambda: ["cpu"]
@@ -100,6 +133,8 @@ class BackendSpec:
     dtypes: tuple[str, ...] | Callable[[], tuple[str, ...]] = ("float32", "float64")
     known_failures: Mapping[str, str] = dataclasses.field(default_factory=dict)
     out: bool | str = "this backend does not write into preallocated arrays"
+    input_forms: Mapping[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
+    accurate_sums: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -113,17 +148,43 @@ class BackendSpec:
                 f"BackendSpec {self.name!r}: array_types must be a tuple of (module, class_name) "
                 f"string pairs, got {pairs!r}"
             )
-        for field in ("softmax", "log_softmax", "logsumexp", "namespace"):
+        for field in ("softmax", "log_softmax", "logsumexp", "weighted_logsumexp", "namespace"):
             value = getattr(self, field)
             if value is not None and not callable(value):
                 raise TypeError(f"BackendSpec {self.name!r}: {field} must be callable, got {value!r}")
+
+    def class_distance(self, cls: type) -> int | None:
+        """How far up ``cls``'s MRO the nearest class this spec serves is (0: ``cls`` itself), or
+        None when it serves no base of ``cls``. Only modules already imported are looked in."""
+        best = None
+        mro = cls.__mro__
+        for module, qualname in self.array_types:
+            mod = sys.modules.get(module)
+            if mod is None:
+                continue
+            obj: Any = mod
+            for part in qualname.split("."):
+                obj = getattr(obj, part, None)
+            if isinstance(obj, type) and obj in mro:
+                d = mro.index(obj)
+                best = d if best is None else min(best, d)
+        return best
+
+    def serves(self, cls: type) -> bool:
+        """True when arrays of class ``cls`` (or of a subclass of a class named) are this spec's."""
+        return self.class_distance(cls) is not None
+
+    def dtype_names(self) -> tuple[str, ...]:
+        """The dtype names this backend declares (``dtypes`` called, if it is a function)."""
+        declared = self.dtypes
+        return tuple(declared() if callable(declared) else declared)
 
 
 class BackendStatus(NamedTuple):
     """One row of :func:`list_backends`."""
 
     name: str
-    status: str  # "ready", "not installed", "failed" or "disabled"
+    status: str  # "ready", "not installed", "failed", "disabled" or "overridden"
     version: str | None
     error: str | None
     source: str  # the entry point ("module:attr") or "register_backend"
@@ -138,7 +199,23 @@ _discovering = False  # a plugin being loaded may itself call register_backend
 _specs: dict[str, BackendSpec] = {}
 _rows: dict[str, BackendStatus] = {}
 _by_type: dict[type, BackendSpec] = {}
-_plans: dict[type, dict[tuple, tuple]] = {}  # softmax_multi._api's checked calls per array class: cleared with _by_type
+_listeners: list[Callable[[], None]] = []
+
+
+def on_change(listener: Callable[[], None]) -> Callable[[], None]:
+    """Call ``listener()`` after every change of the backends (one added, replaced or forgotten).
+
+    A module that caches anything derived from dispatch registers its cache's ``clear`` here;
+    returns ``listener``, so that it can serve as a decorator.
+    """
+    _listeners.append(listener)
+    return listener
+
+
+def _changed() -> None:
+    _by_type.clear()
+    for listener in _listeners:
+        listener()
 
 
 def _disabled() -> set[str]:
@@ -221,19 +298,23 @@ def _add(spec: BackendSpec, *, source: str, override: bool) -> None:
             if name != spec.name and claimed & set(other.array_types):
                 kept = tuple(t for t in other.array_types if t not in claimed)
                 _specs[name] = dataclasses.replace(other, array_types=kept)
+                if not kept:  # nothing left to serve: listed as such, not as ready
+                    row = _rows[name]
+                    _rows[name] = row._replace(status="overridden", error=f"its array classes are served by {spec.name!r}")
     installed, version = _installed(spec)
     _specs[spec.name] = spec
     _rows[spec.name] = BackendStatus(
         spec.name, "ready" if installed else "not installed", version, None, source
     )
-    _by_type.clear()
-    _plans.clear()
+    _changed()
 
 
-def register_backend(spec: BackendSpec, *, override: bool = False) -> None:
+def register_backend(spec: BackendSpec, *, override: bool = False, source: str = "register_backend") -> None:
     """Register ``spec`` at run time, beside the backends declared by entry points.
 
-    A name or an array class that another backend already has is an error unless ``override``.
+    A name or an array class that another backend already has is an error unless ``override``;
+    a spec may serve a subclass of another backend's class (the nearest class wins dispatch).
+    ``source`` is what :func:`list_backends` shows as its origin (``"mymodule:spec"``).
 
     Examples
     --------
@@ -245,38 +326,35 @@ def register_backend(spec: BackendSpec, *, override: bool = False) -> None:
         raise TypeError(f"register_backend: spec must be a BackendSpec, got {type(spec).__name__}")
     _discover()
     with _lock:
-        _add(spec, source="register_backend", override=override)
-
-
-def _claims(spec: BackendSpec, cls: type) -> bool:
-    for module, qualname in spec.array_types:
-        mod = sys.modules.get(module)
-        if mod is None:
-            continue
-        obj: Any = mod
-        for part in qualname.split("."):
-            obj = getattr(obj, part, None)
-        if isinstance(obj, type) and issubclass(cls, obj):
-            return True
-    return False
+        _add(spec, source=source, override=override)
 
 
 def backend_for_type(cls: type, obj: Any = None) -> BackendSpec | None:
-    """The spec serving arrays of class ``cls``, or None. The hot path is one dict lookup."""
+    """The spec serving arrays of class ``cls``, or None. The hot path is one dict lookup.
+
+    Of the ready backends that serve ``cls``, the one naming the nearest class in its MRO wins,
+    so a plugin for a subclass of ``numpy.ndarray`` is used for it. A class no backend names,
+    if ``obj`` has ``__array_namespace__``, goes to the generic array-API backend.
+    """
     spec = _by_type.get(cls)
     if spec is not None:
         return spec
     _discover()
     # No lock past discovery: the scan reads a snapshot, and storing one dict entry is atomic, so
     # two threads at worst both find the same answer (and torch.compile can trace this part).
+    best = None
     for candidate in tuple(_specs.values()):
-        if _rows[candidate.name].status == "ready" and _claims(candidate, cls):
-            spec = candidate
-            break
-    else:
-        if obj is None or not hasattr(obj, "__array_namespace__"):
-            return None
+        if _rows[candidate.name].status != "ready":
+            continue
+        d = candidate.class_distance(cls)
+        if d is not None and (best is None or d < best[0]):
+            best = (d, candidate)
+    if best is not None:
+        spec = best[1]
+    elif obj is not None and hasattr(obj, "__array_namespace__"):
         spec = ARRAY_API
+    else:
+        return None
     _by_type[cls] = spec
     return spec
 
@@ -308,6 +386,16 @@ def get_backend(x_or_name: Any) -> BackendSpec:
     return spec
 
 
+def status_of(name: str) -> BackendStatus:
+    """The :func:`list_backends` row of one backend; LookupError when no backend has that name."""
+    _discover()
+    row = _rows.get(name)
+    if row is None:
+        known = ", ".join(sorted(_rows)) or "none"
+        raise LookupError(f"no backend named {name!r}; known: {known}")
+    return row
+
+
 def list_backends() -> list[BackendStatus]:
     """Every backend declared or registered, with its status, version and, if it failed, why.
 
@@ -322,12 +410,12 @@ def list_backends() -> list[BackendStatus]:
         return sorted(_rows.values(), key=lambda row: row.name)
 
 
-def _reset() -> None:
-    """Forget everything discovered (for tests that install plugins at run time)."""
+def reset() -> None:
+    """Forget every backend, discovered or registered: the next call discovers them afresh
+    (after installing a plugin in a running interpreter, or in tests)."""
     global _discovered
     with _lock:
         _specs.clear()
         _rows.clear()
-        _by_type.clear()
-        _plans.clear()
         _discovered = False
+        _changed()

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from softmax_multi import cli
 
 
@@ -33,21 +34,21 @@ def test_console_script_is_installed():
     assert "numpy" in out and "ready" in out
 
 
-def _conformance(tmp_path, *args, env=None):
+def _conformance(cwd, *args, env=None):
     import os
 
     exe = str(__import__("pathlib").Path(sys.executable).parent / "softmax-multi")
-    return subprocess.run([exe, "conformance", *args], cwd=tmp_path, capture_output=True, text=True,
+    return subprocess.run([exe, "conformance", *args], cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=600)
 
 
 def test_conformance_matrix_and_json(tmp_path):
     import json
 
-    out = _conformance(tmp_path, "--backend", "numpy", "--quick", "--max-examples", "5", "--json", "m.json")
+    out = _conformance(tmp_path, "--smx-backend", "numpy", "--smx-tier", "quick", "--smx-max-examples", "5", "--json", "m.json")
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].split() == ["check", "numpy"] or lines[0].split()[:2] == ["check", "array_api_strict"]
+    assert lines[0].split() == ["check", "numpy"]
     assert any(line.startswith("finite_input") and "pass" in line for line in lines)
     assert "/" in out.stderr and "]" in out.stderr  # the progress bar
     report = json.loads((tmp_path / "m.json").read_text())
@@ -61,19 +62,58 @@ def test_conformance_from_the_repository_root():
     import pathlib
 
     root = pathlib.Path(__file__).resolve().parents[1]
-    out = _conformance(root, "--backend", "array_api_strict", "--max-examples", "5")
+    out = _conformance(root, "--smx-backend", "array_api_strict", "--smx-max-examples", "5")
     assert out.returncode == 0, out.stdout + out.stderr
     assert any(line.startswith("finite_input") and "pass" in line for line in out.stdout.splitlines())
 
 
-def test_conformance_exits_non_zero_on_a_broken_backend(tmp_path):
-    from .conftest import flawed_library, write_distribution
+@pytest.mark.parametrize(
+    "name,reason",
+    [
+        ("nosuch", "no backend named 'nosuch'"),
+        ("nosuch_module:spec", "cannot load nosuch_module:spec: ModuleNotFoundError: No module named 'nosuch_module'"),
+        ("fakearr:nothing", "cannot load fakearr:nothing: AttributeError"),
+        ("fakearr:calls", "fakearr:calls is a list, not a BackendSpec"),
+        ("broken", "no backend named 'broken' (failed: ZeroDivisionError: division by zero)"),
+    ],
+)
+def test_conformance_says_why_a_backend_cannot_be_certified(tmp_path, name, reason):
+    from .conftest import plugin_env, write_distribution
 
-    write_distribution(tmp_path, "fake-axis", {"fakearr": flawed_library("axis_ignored")}, {"fake_axis_ignored": "fakearr:spec"})
-    out = _conformance(tmp_path, "--backend", "fake_axis_ignored", "--max-examples", "5", env={"PYTHONPATH": str(tmp_path)})
-    assert out.returncode == 1, out.stdout + out.stderr
-    assert any(line.startswith("axis_forms") and "FAIL" in line for line in out.stdout.splitlines())
-    assert "conformance: FAILED" in out.stdout
+    write_distribution(tmp_path, "broken-plugin", {"broken": "broken_zero:spec"})
+    out = _conformance(tmp_path, "--smx-backend", name, env=plugin_env(tmp_path))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert reason in out.stderr, out.stderr
+
+
+def test_conformance_refuses_the_old_spellings(tmp_path):
+    for args, new in ((["--backend", "numpy"], "--smx-backend"), (["--quick"], "--smx-tier quick"), (["--max-examples", "5"], "--smx-max-examples")):
+        out = _conformance(tmp_path, *args)
+        assert out.returncode == 2 and f"is spelled {new}" in out.stderr, out.stderr
+
+
+def test_one_spelling_and_one_default_in_the_cli_and_pytest(capsys):
+    """The CLI's options are the pytest plugin's (one table), and the README names them so."""
+    import pathlib
+
+    from softmax_multi.conformance.options import OPTIONS
+
+    with pytest.raises(SystemExit):
+        cli.main(["conformance", "--help"])
+    usage = capsys.readouterr().out
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name, kwargs in OPTIONS.items():
+        assert name in usage and name in readme
+        if "choices" in kwargs:
+            assert f"(default: {kwargs['default']})" in usage
+
+
+def test_version(capsys):
+    import softmax_multi
+
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert capsys.readouterr().out.strip() == f"softmax-multi {softmax_multi.__version__}"
 
 
 def test_bench_grid_writes_json_and_png_and_replots(tmp_path, capsys):

@@ -14,7 +14,7 @@ from softmax_multi.conformance import oracle
 import softmax_multi as smx
 from softmax_multi import registry
 
-from .conftest import FAKE_LIBRARY, write_distribution
+from .conftest import write_distribution
 
 
 def test_import_imports_no_framework():
@@ -48,11 +48,8 @@ def test_get_backend_errors():
 
 
 def test_third_party_plugin_is_discovered_and_used(plugin_path):
-    write_distribution(plugin_path, "fakearr-plugin", {"fakearr": FAKE_LIBRARY}, {"fakearr": "fakearr:spec"})
-    write_distribution(
-        plugin_path, "broken-plugin", {"brokenplug": "raise ImportError('no such thing here')"},
-        {"broken": "brokenplug:spec"},
-    )
+    write_distribution(plugin_path, "fakearr-plugin", {"fakearr": "fakearr:spec"})
+    write_distribution(plugin_path, "broken-plugin", {"broken": "broken_import:spec"})
     import fakearr
 
     x_np = np.array([[5.0, 7.0, 10.0], [1.0, 2.0, 3.0]])
@@ -72,12 +69,7 @@ def test_third_party_plugin_is_discovered_and_used(plugin_path):
 
 
 def test_plugin_errors_are_isolated_and_reported(plugin_path):
-    write_distribution(
-        plugin_path,
-        "odd-plugins",
-        {"oddplug": "spec = 42\nsteal = None\n", "thief": FAKE_LIBRARY.replace('(("fakearr", "FakeArray"),)', '(("numpy", "ndarray"),)').replace('name="fakearr"', 'name="thief"')},
-        {"notaspec": "oddplug:spec", "missing": "oddplug:nothing", "thief": "thief:spec"},
-    )
+    write_distribution(plugin_path, "odd-plugins", {"notaspec": "odd_plugins:spec", "missing": "odd_plugins:nothing", "thief": "odd_plugins:thief"})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         rows = {row.name: row for row in smx.list_backends()}
@@ -96,7 +88,7 @@ def test_plugin_errors_are_isolated_and_reported(plugin_path):
 def test_cli_shows_failed_plugins(plugin_path, capsys):
     from softmax_multi import cli
 
-    write_distribution(plugin_path, "broken-plugin", {"brokenplug": "1/0"}, {"broken": "brokenplug:spec"})
+    write_distribution(plugin_path, "broken-plugin", {"broken": "broken_zero:spec"})
     with pytest.warns(smx.BackendLoadWarning):
         assert cli.main(["backends"]) == 0
     out = capsys.readouterr().out
@@ -108,7 +100,7 @@ def test_disable_by_environment(plugin_path, monkeypatch):
     import array_api_strict as xps
 
     monkeypatch.setenv(registry.DISABLE_ENV, "array_api_strict, nothing")
-    registry._reset()
+    registry.reset()
     rows = {row.name: row for row in smx.list_backends()}
     assert rows["array_api_strict"].status == "disabled"
     # Its arrays still work, through the generic array-API path and the reference implementation.
@@ -118,7 +110,7 @@ def test_disable_by_environment(plugin_path, monkeypatch):
 
 
 def test_register_backend_at_run_time(plugin_path):
-    write_distribution(plugin_path, "fakearr-plugin", {"fakearr": FAKE_LIBRARY}, {})
+    write_distribution(plugin_path, "fakearr-plugin", {})
     import fakearr
 
     smx.register_backend(fakearr.spec)
@@ -134,6 +126,26 @@ def test_register_backend_at_run_time(plugin_path):
     smx.register_backend(thief, override=True)
     assert smx.get_backend(fakearr.FakeArray([1.0])).name == "thief"
     assert smx.get_backend("fakearr").array_types == ()
+    row = {r.name: r for r in smx.list_backends()}["fakearr"]
+    assert row.status == "overridden" and "served by 'thief'" in row.error  # not listed as ready
+
+
+def test_a_spec_for_a_subclass_serves_the_subclass(plugin_path, monkeypatch):
+    """The nearest class in the MRO wins: a plugin for a subclass of numpy.ndarray is used for it,
+    and plain ndarrays stay NumPy's."""
+    import sys
+    import types
+
+    class Tagged(np.ndarray):
+        pass
+
+    module = types.ModuleType("tagged_arrays")
+    module.Tagged = Tagged
+    monkeypatch.setitem(sys.modules, "tagged_arrays", module)
+    spec = smx.BackendSpec(name="tagged", array_types=(("tagged_arrays", "Tagged"),))
+    smx.register_backend(spec)
+    assert smx.get_backend(np.zeros(2).view(Tagged)) is spec
+    assert smx.get_backend(np.zeros(2)).name == "numpy"
 
 
 def test_malformed_specs_are_refused():
@@ -148,10 +160,10 @@ def test_malformed_specs_are_refused():
 def test_sixteen_threads_on_a_cold_registry(plugin_path):
     import array_api_strict as xps
 
-    registry._reset()
+    registry.reset()
     inputs = [np.array([5.0, 7.0, 10.0]), xps.asarray([5.0, 7.0, 10.0])]
     expected = [registry.get_backend("numpy"), registry.get_backend("array_api_strict")]
-    registry._reset()
+    registry.reset()
     barrier = threading.Barrier(16)
     results: list = [None] * 16
 
