@@ -4,7 +4,7 @@ Nothing is computed here; each function returns a dask array. When every softmax
 inside one block, each block is done on its own (one blockwise pass, by the block's own backend:
 NumPy, CuPy, ...). When the axes span several blocks, two passes over the blocks:
 
-1. the online-softmax statistics ``(m, s)`` of every block, merged in one tree reduction
+1. the online-softmax statistics ``(m, k, t)`` of every block, merged in one tree reduction
    (:mod:`softmax_multi.online`);
 2. every block normalised with the merged statistics of its slices.
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from softmax_multi import online
+from softmax_multi import online, reference
 from softmax_multi.registry import BackendSpec
 
 
@@ -40,9 +40,24 @@ def log_softmax(x: Any, axes: tuple[int, ...], where: Any = None) -> Any:
 
 
 def logsumexp(x: Any, axes: tuple[int, ...], where: Any = None, keepdims: bool = False) -> Any:
-    m, s = statistics(x, axes, _aligned(x, where))
-    r = m.map_blocks(_finish_logsumexp, s, dtype=x.dtype, meta=x._meta)
+    m, k, t = statistics(x, axes, _aligned(x, where))
+    r = m.map_blocks(_finish_logsumexp, k, t, dtype=x.dtype, meta=x._meta)
     return r if keepdims or not axes else r.squeeze(axis=axes)
+
+
+def weighted_logsumexp(x: Any, axes: tuple[int, ...], where: Any, keepdims: bool, b: Any, return_sign: bool) -> Any:
+    """Weights and signs through the same statistics, weighted; complex input and empty slices by
+    the reference implementation on dask.array (lazy too)."""
+    empty = any(x.shape[a] == 0 for a in axes)  # SciPy's sign of an empty sum is -1: the reference's
+    if empty or x.dtype.kind == "c" or (b is not None and b.dtype.kind == "c"):
+        return reference.logsumexp(x, axes, where, keepdims, b, return_sign, xp=_namespace())
+    m, k, t = statistics(x, axes, _aligned(x, where), None if b is None else _aligned(x, b))
+    r = m.map_blocks(_finish_weighted, k, t, part=0, return_sign=return_sign, dtype=x.dtype, meta=x._meta)
+    sign = m.map_blocks(_finish_weighted, k, t, part=1, return_sign=True, dtype=x.dtype, meta=x._meta) if return_sign else None
+    if axes and not keepdims:
+        r = r.squeeze(axis=axes)
+        sign = None if sign is None else sign.squeeze(axis=axes)
+    return (r, sign) if return_sign else r
 
 
 def _normalised(func: str, x: Any, axes: tuple[int, ...], where: Any) -> Any:
@@ -53,25 +68,27 @@ def _normalised(func: str, x: Any, axes: tuple[int, ...], where: Any) -> Any:
     extra = () if where is None else (where,)
     if all(len(x.chunks[a]) == 1 for a in axes):  # every slice inside one block: one pass
         return da.map_blocks(_whole_slices, x, *extra, function=func, axes=axes, dtype=x.dtype, meta=x._meta)
-    m, s = statistics(x, axes, where)
+    m, k, t = statistics(x, axes, where)
     # The second pass reads the input again, after the statistics, rather than keeping it all.
-    again = bind((x, *extra), (m, s))
+    again = bind((x, *extra), (m, k, t))
     finish = online.finish_softmax if func == "softmax" else online.finish_log_softmax
-    return da.map_blocks(_finish_block, *again, m, s, finish=finish, masked=where is not None, dtype=x.dtype, meta=x._meta)
+    return da.map_blocks(_finish_block, *again, m, k, t, finish=finish, masked=where is not None, dtype=x.dtype, meta=x._meta)
 
 
-def statistics(x: Any, axes: tuple[int, ...], where: Any = None) -> tuple[Any, Any]:
-    """The merged ``(m, s)`` of every slice, as two dask arrays with the reduced axes of length 1.
+def statistics(x: Any, axes: tuple[int, ...], where: Any = None, b: Any = None) -> tuple[Any, Any, Any]:
+    """The merged ``(m, k, t)`` of every slice (:class:`softmax_multi.online.Stats`), as three
+    dask arrays with the reduced axes of length 1.
 
-    Each block's statistics are stacked on a new leading axis of length 2, then reduced by one
+    Each block's statistics are stacked on a new leading axis of length 3, then reduced by one
     tree reduction whose every step is the online merge.
     """
     import dask.array as da
 
-    extra = () if where is None else (where,)
-    chunks = ((2,),) + tuple((1,) * len(c) if i in axes else c for i, c in enumerate(x.chunks))
+    extra = tuple(a for a in (where, b) if a is not None)
+    chunks = ((3,),) + tuple((1,) * len(c) if i in axes else c for i, c in enumerate(x.chunks))
     per_block = da.map_blocks(
-        _block_stats, x, *extra, axes=axes, new_axis=0, chunks=chunks, dtype=x.dtype, meta=x._meta
+        _block_stats, x, *extra, axes=axes, masked=where is not None, weighted=b is not None,
+        new_axis=0, chunks=chunks, dtype=x.dtype, meta=x._meta,
     )
     merged = da.reduction(
         per_block,
@@ -83,16 +100,16 @@ def statistics(x: Any, axes: tuple[int, ...], where: Any = None) -> tuple[Any, A
         dtype=x.dtype,
         meta=x._meta,
     )
-    return merged[0], merged[1]
+    return merged[0], merged[1], merged[2]
 
 
-def _aligned(x: Any, where: Any) -> Any:
-    """``where`` broadcast to ``x`` and cut into the same blocks."""
+def _aligned(x: Any, a: Any) -> Any:
+    """``a`` (a mask or weights) broadcast to ``x`` and cut into the same blocks."""
     import dask.array as da
 
-    if where is None:
+    if a is None:
         return None
-    return da.broadcast_to(where, x.shape).rechunk(x.chunks)
+    return da.broadcast_to(a, x.shape).rechunk(x.chunks)
 
 
 def _whole_slices(block: Any, where: Any = None, *, function: str, axes: tuple[int, ...]) -> Any:
@@ -101,11 +118,13 @@ def _whole_slices(block: Any, where: Any = None, *, function: str, axes: tuple[i
     return getattr(softmax_multi, function)(block, axis=axes, where=where)
 
 
-def _block_stats(block: Any, where: Any = None, *, axes: tuple[int, ...]) -> Any:
+def _block_stats(block: Any, *rest: Any, axes: tuple[int, ...], masked: bool, weighted: bool) -> Any:
     from array_api_compat import array_namespace
 
-    st = online.chunk_stats(block, axes, where=where)
-    return array_namespace(block).stack([st.m, st.s])
+    where = rest[0] if masked else None
+    b = rest[-1] if weighted else None
+    st = online.chunk_stats(block, axes, where=where, b=b)
+    return array_namespace(block).stack(list(st))
 
 
 def _keep(stacked: Any, axis: Any = None, keepdims: bool = True) -> Any:
@@ -116,17 +135,24 @@ def _merge_stacked(stacked: Any, axis: tuple[int, ...], keepdims: bool = True) -
     """Merge the statistics laid side by side along ``axis`` into one (length 1 there)."""
     from array_api_compat import array_namespace
 
-    st = online.reduce(online.Stats(stacked[0], stacked[1]), tuple(a - 1 for a in axis))
-    return array_namespace(stacked).stack([st.m, st.s])
+    st = online.reduce(online.Stats(stacked[0], stacked[1], stacked[2]), tuple(a - 1 for a in axis))
+    return array_namespace(stacked).stack(list(st))
 
 
 def _finish_block(block: Any, *rest: Any, finish: Any, masked: bool) -> Any:
-    where, m, s = (rest[0], rest[1], rest[2]) if masked else (None, rest[0], rest[1])
-    return finish(block, online.Stats(m, s), where=where)
+    where, stats = (rest[0], rest[1:]) if masked else (None, rest)
+    return finish(block, online.Stats(*stats), where=where)
 
 
-def _finish_logsumexp(m: Any, s: Any) -> Any:
-    return online.finish_logsumexp(online.Stats(m, s))
+def _finish_logsumexp(m: Any, k: Any, t: Any) -> Any:
+    return online.finish_logsumexp(online.Stats(m, k, t))
+
+
+def _finish_weighted(m: Any, k: Any, t: Any, *, part: int, return_sign: bool) -> Any:
+    """The value (part 0) or the sign (part 1) of weighted logsumexp from merged statistics."""
+    if not return_sign:
+        return online.finish_logsumexp(online.Stats(m, k, t))
+    return online.finish_logsumexp(online.Stats(m, k, t), return_sign=True)[part]
 
 
 def _from_numpy(a: np.ndarray, device: str | None = None) -> Any:
@@ -149,8 +175,10 @@ spec = BackendSpec(
     softmax=softmax,
     log_softmax=log_softmax,
     logsumexp=logsumexp,
+    weighted_logsumexp=weighted_logsumexp,
     from_numpy=_from_numpy,
     to_numpy=_to_numpy,
-    dtypes=("float32", "float64"),
+    dtypes=("float32", "float64", "complex64", "complex128"),
     out="Dask arrays are lazy; use the returned array (da.store or to_zarr writes it out)",
+    accurate_sums=True,  # each block summed pairwise by NumPy, the blocks' sums as a tree
 )

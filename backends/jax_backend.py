@@ -56,6 +56,7 @@ def _compiled() -> dict[str, Any]:
         "softmax": jax.jit(functools.partial(reference.softmax, xp=xp), static_argnums=1),
         "log_softmax": jax.jit(functools.partial(reference.log_softmax, xp=xp), static_argnums=1),
         "logsumexp": jax.jit(functools.partial(reference.logsumexp, xp=xp), static_argnums=(1, 3)),
+        "weighted_logsumexp": jax.jit(functools.partial(reference.logsumexp, xp=xp), static_argnums=(1, 3, 5)),
     }
 
 
@@ -69,6 +70,10 @@ def log_softmax(x: Any, axes: tuple[int, ...], where: Any = None) -> Any:
 
 def logsumexp(x: Any, axes: tuple[int, ...], where: Any = None, keepdims: bool = False) -> Any:
     return _compiled()["logsumexp"](x, axes, where, keepdims)
+
+
+def weighted_logsumexp(x: Any, axes: tuple[int, ...], where: Any, keepdims: bool, b: Any, return_sign: bool) -> Any:
+    return _compiled()["weighted_logsumexp"](x, axes, where, keepdims, b, return_sign)
 
 
 def _namespace(x: Any) -> Any:
@@ -117,8 +122,8 @@ def _grad(f: Any) -> Any:
 def _dtypes() -> tuple[str, ...]:
     import jax
 
-    x64 = ("float64",) if jax.config.jax_enable_x64 else ()
-    return ("float16", "bfloat16", "float32", *x64)
+    x64 = ("float64", "complex128") if jax.config.jax_enable_x64 else ()
+    return ("float16", "bfloat16", "float32", "complex64", *x64)
 
 
 spec = BackendSpec(
@@ -129,10 +134,12 @@ spec = BackendSpec(
     softmax=softmax,
     log_softmax=log_softmax,
     logsumexp=logsumexp,
+    weighted_logsumexp=weighted_logsumexp,
     from_numpy=_from_numpy,
     to_numpy=_to_numpy,
     devices=_devices,
     transforms={"jit": _jit, "vmap": _vmap, "grad": _grad},
     dtypes=_dtypes,
     out="JAX arrays are immutable",
+    accurate_sums=True,  # XLA's tree reductions; short float32 slices pairwise (PAIRWISE_LIMIT)
 )

@@ -8,15 +8,15 @@ on the one output array.
 
 from __future__ import annotations
 
+import importlib.util
 import math
-import os
-import threading
-import warnings
-from concurrent.futures import ThreadPoolExecutor
+import tempfile
 
 import numpy as np
 
 from softmax_multi.registry import BackendSpec
+
+from . import fused
 
 _max = np.maximum.reduce
 _sum = np.add.reduce
@@ -24,10 +24,52 @@ _NEG_INF = -np.inf
 _SAFE_MAX = {np.dtype(t).char: float(np.finfo(t).max * np.finfo(t).eps / 4) for t in (np.float32, np.float64, np.longdouble)}
 
 
+def _is_bfloat16(dtype: object) -> bool:
+    return getattr(dtype, "name", getattr(dtype, "__name__", None)) == "bfloat16"
+
+
+class _NumPyNamespace:
+    """NumPy, and ml_dtypes' ``bfloat16`` (imported when it is asked for), which NumPy's own
+    ``isdtype`` and ``finfo`` do not know. bfloat16 arrays are then served like float16 ones:
+    computed in float32, returned in bfloat16."""
+
+    def __getattr__(self, name: str) -> object:
+        if name == "bfloat16":
+            try:
+                import ml_dtypes
+            except ImportError:
+                raise AttributeError("bfloat16 needs ml_dtypes (pip install ml_dtypes)") from None
+            return np.dtype(ml_dtypes.bfloat16)
+        return getattr(np, name)
+
+    @staticmethod
+    def isdtype(dtype: object, kind: object) -> bool:
+        if _is_bfloat16(dtype):
+            kinds = kind if isinstance(kind, tuple) else (kind,)
+            return "real floating" in kinds or "numeric" in kinds
+        return np.isdtype(dtype, kind)
+
+    @staticmethod
+    def finfo(dtype: object) -> object:
+        if _is_bfloat16(dtype):
+            import ml_dtypes
+
+            return ml_dtypes.finfo(ml_dtypes.bfloat16)
+        return np.finfo(dtype)
+
+
+NAMESPACE = _NumPyNamespace()
+
+
 def _namespace(x: object) -> object:
     if isinstance(x, np.ma.MaskedArray):
         raise TypeError("masked arrays are not supported: pass the mask as where= (True = keep)")
-    return np
+    return NAMESPACE
+
+
+def _dtypes() -> tuple[str, ...]:
+    low = ("float16", "bfloat16") if importlib.util.find_spec("ml_dtypes") else ("float16",)
+    return (*low, "float32", "float64", "complex64", "complex128")
 
 
 def _array(x: object) -> np.ndarray:
@@ -60,8 +102,8 @@ def _shift_stats(x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None)
 
 def softmax(x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
     x = _array(x)
-    if where is None and x.size >= FUSED_MIN_SIZE:
-        y = _fused_call(0, x, axes, out)
+    if where is None:
+        y = fused.run(fused.SOFTMAX, x, axes, out)
         if y is not None:
             return y
     if not x.ndim:  # ufuncs give NumPy scalars for 0-d arrays, and scalars cannot be written in place
@@ -93,8 +135,8 @@ def _softmax_shifted(src, x, m, axes, where, finite, out):
 
 def log_softmax(x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
     x = _array(x)
-    if where is None and x.size >= FUSED_MIN_SIZE:
-        y = _fused_call(1, x, axes, out)
+    if where is None:
+        y = fused.run(fused.LOG_SOFTMAX, x, axes, out)
         if y is not None:
             return y
     if not x.ndim:  # ufuncs give NumPy scalars for 0-d arrays, and scalars cannot be written in place
@@ -109,9 +151,8 @@ def log_softmax(x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None =
 
 def _log_softmax_shifted(src, x, m, axes, where, finite, out):
     out = np.subtract(src, m, out=_target(src, x, out))
-    s = _sum(np.exp(out), axes, None, None, True)
-    np.log(s, out=s)
-    np.subtract(out, s, out=out)
+    log_s = _log_sum_exp_shifted(out, axes)
+    np.subtract(out, log_s, out=out)
     if where is not None and not finite:  # as in _softmax_shifted
         np.copyto(out, _NEG_INF, where=np.logical_not(where))
     return out
@@ -121,8 +162,8 @@ def logsumexp(
     x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None = None, keepdims: bool = False
 ) -> np.ndarray:
     x = _array(x)
-    if where is None and x.size >= FUSED_MIN_SIZE:
-        r = _fused_call(2, x, axes, None)
+    if where is None:
+        r = fused.run(fused.LOGSUMEXP, x, axes)
         if r is not None:
             return r if keepdims or not axes else np.squeeze(r, axis=axes)
     if not x.ndim:
@@ -140,189 +181,63 @@ def logsumexp(
 
 
 def _logsumexp_shifted(src, x, m, axes):
-    e = np.subtract(src, m, out=None if src is x else src)
-    np.exp(e, out=e)
-    s = _sum(e, axes, None, None, True)
-    np.log(s, out=s)
-    return np.add(s, m, out=s)
+    z = np.subtract(src, m, out=None if src is x else src)
+    return np.add(_log_sum_exp_shifted(z, axes), m)
 
 
-# --- the fused kernels -------------------------------------------------------------------------
-
-# Below FUSED_MIN_SIZE entries the ufuncs cost less than a call into compiled code; below
-# PARALLEL_MIN_SIZE one thread is quicker than handing work to another. Tests set both to 1 to
-# run the whole conformance suite through the fused kernels and their threads.
-FUSED_MIN_SIZE = int(os.environ.get("SOFTMAX_MULTI_FUSED_MIN_SIZE", "4096"))
-PARALLEL_MIN_SIZE = int(os.environ.get("SOFTMAX_MULTI_PARALLEL_MIN_SIZE", str(1 << 17)))
-COLUMN_TILE = 256  # columns per tile when the softmax axis is not the last one
-CHUNK = 1 << 13  # entries a thread claims at a time: small enough to balance, big enough to cost nothing
-SPINS = 1 << 14  # rounds of spinning (about a millisecond) before a waiting thread yields its core
-THREADS = max(1, int(os.environ.get("SOFTMAX_MULTI_NUM_THREADS", "0")) or len(os.sched_getaffinity(0)))
-
-_kernels = None  # the _fused module once imported; False when Numba is missing or disabled
-_kernels_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-_pool_pid = 0
-
-
-def fused_kernels():
-    """The compiled kernels, imported on first use (Numba takes a moment); None without Numba."""
-    global _kernels
-    if _kernels is None:
-        with _kernels_lock:
-            if _kernels is None:
-                if os.environ.get("SOFTMAX_MULTI_NO_NUMBA"):
-                    _kernels = False
-                else:
-                    try:
-                        from . import _fused
-                    except ImportError:  # Numba is not installed: the ufunc path does everything
-                        _kernels = False
-                    except Exception as err:  # Numba present but unusable here (no cache location, ...)
-                        warnings.warn(f"softmax-multi: the fused NumPy kernels are off: {err!r}", stacklevel=2)
-                        _kernels = False
-                    else:
-                        _kernels = _fused
-    return _kernels or None
-
-
-def _fused_call(func: int, x: np.ndarray, axes: tuple[int, ...], out: np.ndarray | None) -> np.ndarray | None:
-    """Run the fused kernel when x suits it: float32/64, C-contiguous, the axes one contiguous run.
-
-    Returns None (and writes nothing) when it does not, so that the ufunc path runs instead.
-    """
-    if x.dtype.char not in "fd" or not x.flags.c_contiguous or not axes or axes[-1] - axes[0] != len(axes) - 1:
-        return None
-    k = fused_kernels()
-    if k is None:
-        return None
-    shape = x.shape
-    outer = math.prod(shape[: axes[0]])
-    n = math.prod(shape[axes[0] : axes[-1] + 1])
-    inner = math.prod(shape[axes[-1] + 1 :])
-    if func == 2:
-        y = np.empty(shape[: axes[0]] + (1,) * len(axes) + shape[axes[-1] + 1 :], x.dtype)
-    elif out is None:
-        y = np.empty_like(x)
-    elif not out.flags.c_contiguous or (out is not x and np.may_share_memory(out, x)):
-        y = np.empty_like(x)  # strided, or overlapping x without being x: computed aside, then copied
-    else:
-        y = out
-    x3 = x.reshape(outer, n, inner)
-    y3 = y.reshape(outer, 1 if func == 2 else n, inner)
-    _dispatch(k, func, x3, y3)
-    if out is not None and y is not out:
-        np.copyto(out, y)
-        return out
-    return y
-
-
-def _dispatch(k, func, x3, y3) -> None:
-    """Run the kernel that suits the layout, shared by up to THREADS threads."""
-    outer, n, inner = x3.shape
-    threads = THREADS if x3.size >= PARALLEL_MIN_SIZE else 1
-    if inner > 1:
-        step = max(1, CHUNK // (n * COLUMN_TILE))
-        tiles = outer * -(-inner // COLUMN_TILE)
-        _share(threads, lambda state, _: k.columns(func, x3, y3, state, step, COLUMN_TILE, np.empty(COLUMN_TILE), np.empty(2 * COLUMN_TILE)), tiles)
-        return
-    x2, y2 = x3.reshape(outer, n), y3.reshape(outer, -1)
-    if n <= k.SHORT:
-        rows = 1024
-        _share(threads, lambda state, _: k.short_rows(func, x2.reshape(-1), y2.reshape(-1), n, state, np.empty(rows, x2.dtype), np.empty(rows * n, x2.dtype)), outer)
-    elif outer >= 4 * threads or n * threads < CHUNK:
-        step = max(1, CHUNK // n)
-        _share(threads, lambda state, _: k.rows(func, x2, y2, state, step, *_scratch(k, x2.dtype)), outer)
-    else:  # a few long rows: each one shared
-        for i in range(outer):
-            _long_row(k, func, x2[i], y2[i], threads)
-
-
-def _long_row(k, func, row, res, threads):
-    """One long row, shared: every thread takes blocks' statistics, all merge them, then every
-    thread takes blocks to finish; a thread that joins late finds less left to do."""
-    n = row.shape[0]
-    block = k.block_size(n, k.MAX_BLOCKS)
-    step = max(1, CHUNK // block)
-    ms, ss = np.empty((2, -(-n // block)))
-    cms, css = np.empty((2, -(-len(ms) // step)))
-    taken = np.zeros(len(cms), np.int64)
-
-    def part(state, caller):
-        buf = np.empty(k.BLOCK, row.dtype)
-        while not (done := k.long_row(func, row, res, state, step, block, ms, ss, cms, css, buf, taken, caller, SPINS)):
-            os.sched_yield()  # waited long for another thread's blocks: let it have the core
-        if done < 0:
-            raise _Failed
-
-    _share(threads, part, len(ms), k.DONE if func == 2 else k.DONE_2)
-
-
-def _scratch(k, dtype):
-    return np.empty(k.MAX_BLOCKS), np.empty(k.MAX_BLOCKS), np.empty(k.BLOCK, dtype)
-
-
-def _share(threads: int, part, total: int, counter: int | None = None) -> None:
-    """Run ``part(state, caller)`` on this thread (caller True) and on up to ``threads - 1`` pool
-    threads, all on one shared state; return once state[counter] (by default DONE) reaches
-    ``total``, the number of items.
-
-    Pool threads that have not started once this thread runs out of work are cancelled: they
-    would find nothing left. So a busy pool (other callers) slows a call but cannot block it.
-    """
-    k = fused_kernels()
-    state = np.zeros(8, np.int64)
-    if threads == 1:
-        part(state, True)
-        return
-    futures = [_executor().submit(_guarded, part, state, False) for _ in range(threads - 1)]
-    try:
-        _guarded(part, state, True)
-        for f in futures:
-            f.cancel()
-        _wait(k, state, k.DONE if counter is None else counter, total)
-    except _Failed:  # raise the error of the thread that failed first
-        errors = [f.exception() for f in futures if not f.cancelled()]
-        raise next((e for e in errors if e is not None and not isinstance(e, _Failed)), RuntimeError("softmax-multi: a thread failed")) from None
-    finally:
-        for f in futures:
-            f.cancel()
-
-
-class _Failed(Exception):
-    """Another thread that shares this call failed: its own error is the one to raise."""
-
-
-def _guarded(part, state, caller) -> None:
-    try:
-        part(state, caller)
-    except BaseException:
-        state[fused_kernels().FAILED] = 1  # the other threads stop waiting for this one's work
-        raise
-
-
-def _wait(k, state, counter, total) -> None:
-    """Until state[counter] reaches total; _Failed once a thread sharing the call has failed."""
-    while not k.wait_done(state, counter, total, SPINS):
-        if state[k.FAILED]:
-            raise _Failed
-        os.sched_yield()
-    if state[k.FAILED]:
-        raise _Failed
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _pool, _pool_pid
-    if _pool is None or _pool_pid != os.getpid():  # a forked child inherits the pool but not its threads
-        with _kernels_lock:
-            if _pool is None or _pool_pid != os.getpid():
-                _pool = ThreadPoolExecutor(max_workers=max(1, THREADS - 1), thread_name_prefix="softmax-multi")
-                _pool_pid = os.getpid()
-    return _pool
+def _log_sum_exp_shifted(z: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """log(sum(exp(z))) over ``axes`` of ``z = x - max``, as log1p of what the max's entries
+    leave: ``(k - 1) + t`` with ``k`` of them and ``t`` the sum over the others."""
+    top = z == 0
+    e = np.exp(z)
+    np.copyto(e, 0.0, where=top)
+    t = _sum(e, axes, None, None, True)
+    k = np.count_nonzero(top, axis=axes, keepdims=True)
+    return np.log1p((k - 1) + t, out=t)
 
 
 def _from_numpy(a: np.ndarray, device: str | None = None) -> np.ndarray:
     return np.array(a, copy=True)
+
+
+def _swapped(a: np.ndarray, device: str | None = None) -> np.ndarray:
+    """The same values in the other byte order (big-endian here), as FITS or HDF5 files hold them."""
+    return a.astype(a.dtype.newbyteorder("S"))
+
+
+def _reversed(a: np.ndarray, device: str | None = None) -> np.ndarray:
+    """The same values through negative strides on every axis."""
+    flipped = np.flip(a).copy()
+    return np.flip(flipped)
+
+
+def _broadcast(a: np.ndarray, device: str | None = None) -> np.ndarray:
+    """A read-only view with a 0 stride: the first entry along the last axis, repeated."""
+    return np.broadcast_to(a[..., :1], a.shape)
+
+
+def _memory_map(a: np.ndarray, device: str | None = None) -> np.ndarray:
+    """The same values in a memory-mapped file (an ndarray subclass); the file is gone once unmapped."""
+    with tempfile.TemporaryFile() as f:
+        m = np.memmap(f, dtype=a.dtype, mode="w+", shape=a.shape)
+    m[...] = a
+    return m
+
+
+def _read_only(a: np.ndarray, device: str | None = None) -> np.ndarray:
+    r = np.array(a, copy=True)
+    r.flags.writeable = False
+    return r
+
+
+INPUT_FORMS = {
+    "non_native_byte_order": _swapped,
+    "fortran_order": lambda a, device=None: np.asfortranarray(a),
+    "negative_strides": _reversed,
+    "zero_stride_view": _broadcast,
+    "memory_map": _memory_map,
+    "read_only": _read_only,
+}
 
 
 spec = BackendSpec(
@@ -336,6 +251,8 @@ spec = BackendSpec(
     from_numpy=_from_numpy,
     to_numpy=np.asarray,
     devices=lambda: ["cpu"],
-    dtypes=("float16", "float32", "float64"),
+    dtypes=_dtypes,
     out=True,
+    input_forms=INPUT_FORMS,
+    accurate_sums=True,  # np.add.reduce sums pairwise; the fused kernels compensate
 )

@@ -10,15 +10,20 @@ result by its own (cascade-summed, accurate) sum fixes it at the cost of one rea
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
-from softmax_multi.backends import numpy_backend
+from softmax_multi.backends import fused
 from softmax_multi.backends.numpy_backend import log_softmax as log_softmax_np
 from softmax_multi.backends.numpy_backend import softmax as softmax_np
 
 from softmax_multi import reference
 from softmax_multi.registry import BackendSpec
+
+# The reference implementation without its NumPy-warning filter: torch computes without NumPy,
+# and torch.compile cannot trace np.errstate.
+_REFERENCE = {name: inspect.unwrap(getattr(reference, name)) for name in ("softmax", "log_softmax", "logsumexp")}
 
 # Longest CPU row whose native softmax stays within the conformance tolerance (16 eps) unaided.
 NATIVE_CPU_ROW_LIMIT = 512
@@ -40,36 +45,33 @@ def softmax(x: Any, axes: tuple[int, ...], where: Any = None, out: Any = None) -
     if out is not None:
         return _into(out, "softmax", x, axes, where)
     if where is not None or len(axes) != 1:
-        return reference.softmax(x, axes, where, xp=_namespace())
+        return _REFERENCE["softmax"](x, axes, where, xp=_namespace())
     dim = axes[0]
     if x.shape[dim] <= NATIVE_CPU_ROW_LIMIT or not x.is_cpu:
         return x.softmax(dim)  # the method: no framework import on the hot path
     y = _fused(softmax_np, x, dim)
-    return y if y is not None else _corrected("softmax", x.softmax(dim), dim)
+    return y if y is not None else _corrected(x.softmax(dim), dim)
 
 
 def log_softmax(x: Any, axes: tuple[int, ...], where: Any = None, out: Any = None) -> Any:
+    """torch's own log_softmax takes log(sum) of 1 + a rest that rounds away when one entry
+    dominates, so that its value at the max is 0 instead of -log1p(rest): the fused kernels (CPU,
+    where torch need not see the computation) or the reference, which keep it."""
     if out is not None:
         return _into(out, "log_softmax", x, axes, where)
-    if where is not None or len(axes) != 1:
-        return reference.log_softmax(x, axes, where, xp=_namespace())
-    dim = axes[0]
-    if x.shape[dim] <= NATIVE_CPU_ROW_LIMIT or not x.is_cpu:
-        return x.log_softmax(dim)
-    y = _fused(log_softmax_np, x, dim)
-    return y if y is not None else _corrected("log_softmax", x.log_softmax(dim), dim)
+    if where is None and len(axes) == 1:
+        y = _fused(log_softmax_np, x, axes[0])
+        if y is not None:
+            return y
+    return _REFERENCE["log_softmax"](x, axes, where, xp=_namespace())
 
 
-def _corrected(func: str, y: Any, dim: int) -> Any:
-    """Native CPU softmax or log_softmax of long rows, with its one common error per row divided
-    out: its own accurately summed total (on the log scale, the log of the sum of exp(y); y <=
-    about 0, so exp(y) cannot overflow and its sum is about 1). In place unless autograd records
-    (softmax's backward reads its own output)."""
-    if func == "softmax":
-        s = y.sum(dim, keepdim=True)
-        return y / s if y.requires_grad else y.div_(s)
-    c = y.exp().sum(dim, keepdim=True).log_()
-    return y - c if y.requires_grad else y.sub_(c)
+def _corrected(y: Any, dim: int) -> Any:
+    """Native CPU softmax of long rows, with its one common error per row divided out: its own
+    accurately summed total. In place unless autograd records (softmax's backward reads its own
+    output)."""
+    s = y.sum(dim, keepdim=True)
+    return y / s if y.requires_grad else y.div_(s)
 
 
 def _fused(kernel: Any, x: Any, dim: int, out: Any = None) -> Any:
@@ -85,7 +87,7 @@ def _fused(kernel: Any, x: Any, dim: int, out: Any = None) -> Any:
         or torch.compiler.is_compiling()
         or torch._C._functorch.is_functorch_wrapped_tensor(x)
         or not x.is_contiguous()
-        or numpy_backend.fused_kernels() is None
+        or fused.kernels() is None
     ):
         return None
     a = x.detach().numpy()
@@ -101,19 +103,26 @@ def _into(out: Any, func: str, x: Any, axes: tuple[int, ...], where: Any) -> Any
         # torch's out= variants silently drop the graph; refuse rather than lose the gradient.
         raise TypeError(f"{func}: out= cannot take part in autograd (x or out requires grad); call {func} without out=")
     if where is not None or len(axes) != 1:
-        out.copy_(getattr(reference, func)(x, axes, where, xp=_namespace()))
+        out.copy_(_REFERENCE[func](x, axes, where, xp=_namespace()))
         return out
     dim = axes[0]
-    if x.shape[dim] <= NATIVE_CPU_ROW_LIMIT or not x.is_cpu:
-        return getattr(torch, func)(x, dim, out=out)
     kernel = softmax_np if func == "softmax" else log_softmax_np
     if out.is_contiguous() and _fused(kernel, x, dim, out) is not None:
         return out
-    return _corrected(func, getattr(torch, func)(x, dim, out=out), dim)
+    if func == "log_softmax":  # precise at the max: see log_softmax
+        out.copy_(_REFERENCE[func](x, axes, where, xp=_namespace()))
+        return out
+    if x.shape[dim] <= NATIVE_CPU_ROW_LIMIT or not x.is_cpu:
+        return torch.softmax(x, dim, out=out)
+    return _corrected(torch.softmax(x, dim, out=out), dim)
 
 
 def logsumexp(x: Any, axes: tuple[int, ...], where: Any = None, keepdims: bool = False) -> Any:
-    return reference.logsumexp(x, axes, where, keepdims, xp=_namespace())
+    return _REFERENCE["logsumexp"](x, axes, where, keepdims, xp=_namespace())
+
+
+def weighted_logsumexp(x: Any, axes: tuple[int, ...], where: Any, keepdims: bool, b: Any, return_sign: bool) -> Any:
+    return _REFERENCE["logsumexp"](x, axes, where, keepdims, b, return_sign, xp=_namespace())
 
 
 def _from_numpy(a: np.ndarray, device: str | None = None) -> Any:
@@ -124,6 +133,21 @@ def _from_numpy(a: np.ndarray, device: str | None = None) -> Any:
 
 def _to_numpy(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy()
+
+
+def _transposed(a: np.ndarray, device: str | None = None) -> Any:
+    """The same values in a non-contiguous (transposed) view."""
+    return _from_numpy(np.ascontiguousarray(np.swapaxes(a, 0, -1)), device).transpose(0, -1)
+
+
+def _expanded(a: np.ndarray, device: str | None = None) -> Any:
+    """A view with a 0 stride: the first entry along the last axis, repeated (``expand``)."""
+    return _from_numpy(a[..., :1], device).expand(a.shape)
+
+
+def _strided(a: np.ndarray, device: str | None = None) -> Any:
+    """The same values every other entry of a larger tensor along the last axis."""
+    return _from_numpy(np.repeat(a, 2, axis=-1), device)[..., ::2]
 
 
 def _devices() -> list[str]:
@@ -160,10 +184,13 @@ spec = BackendSpec(
     softmax=softmax,
     log_softmax=log_softmax,
     logsumexp=logsumexp,
+    weighted_logsumexp=weighted_logsumexp,
     from_numpy=_from_numpy,
     to_numpy=_to_numpy,
     devices=_devices,
     transforms={"compile": _compile, "autograd": _autograd},
-    dtypes=("float16", "bfloat16", "float32", "float64"),
+    dtypes=("float16", "bfloat16", "float32", "float64", "complex64", "complex128"),
     out=True,
+    input_forms={"transposed_view": _transposed, "zero_stride_view": _expanded, "strided_view": _strided},
+    accurate_sums=True,  # cascade sums on CPU, trees on CUDA
 )

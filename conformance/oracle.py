@@ -11,16 +11,16 @@ import math
 
 import numpy as np
 
-__all__ = ["TOLERANCE_ULPS", "assert_close", "log_softmax", "logsumexp", "softmax", "ulp_error"]
+__all__ = ["TOLERANCE_ULPS", "assert_close", "finfo", "log_softmax", "logsumexp", "softmax", "ulp_error"]
 
 # Largest error allowed, in units of the result dtype's eps (relative error for softmax and
 # logsumexp, absolute error scaled by max(1, |y|) for log_softmax). One place, shown in reports.
-TOLERANCE_ULPS = {"float16": 4.0, "bfloat16": 4.0, "float32": 16.0, "float64": 16.0}
+TOLERANCE_ULPS = {"float16": 4.0, "bfloat16": 4.0, "float32": 16.0, "float64": 16.0, "complex64": 16.0, "complex128": 16.0}
 
 
-def _slices(x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None):
+def _slices(x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None, work: type = np.longdouble):
     """x and its mask as (rows, n): every reduced axis moved to the end and flattened."""
-    x = np.asarray(x, dtype=np.longdouble)
+    x = np.asarray(x, dtype=work)
     mask = np.ones(x.shape, bool) if where is None else np.broadcast_to(np.asarray(where, bool), x.shape)
     keep = [a for a in range(x.ndim) if a not in axes]
     order = keep + list(axes)
@@ -41,14 +41,58 @@ def _restore(rows: np.ndarray, x_shape: tuple[int, ...], order: list[int]) -> np
 
 def _row_lse(v: np.ndarray) -> np.longdouble:
     """logsumexp of the unmasked values of one slice, by the table."""
-    if v.size == 0 or np.all(v == -np.inf):
-        return np.longdouble(-np.inf)
-    if np.any(np.isnan(v)):
-        return np.longdouble(np.nan)
+    return _row_lse_weighted(v, None, v.size == 0)[0]
+
+
+def _row_lse_weighted(v: np.ndarray, w: np.ndarray | None, empty: bool) -> tuple[np.longdouble, np.longdouble]:
+    """``(log|sum(w exp(v))|, sign)`` of one slice's active values (unmasked, weight not 0), by
+    the table and SciPy's signs; the max's entries are kept out of the sum, so that the log is
+    taken as ``log1p`` of what they leave (relative precision where one entry dominates)."""
+    ld = np.longdouble
+    if w is None:
+        w = np.ones_like(v)
+    if empty:  # a slice of no entries at all: SciPy's sign -1
+        return ld(-np.inf), ld(-1.0)
+    if v.size == 0 or np.all(v == -np.inf):  # nothing active, or all -inf: sign 0
+        return ld(-np.inf), ld(0.0)
+    if np.any(np.isnan(v)) or np.any(np.isnan(w)):
+        return ld(np.nan), ld(np.nan)
     if np.any(v == np.inf):
-        return np.longdouble(np.inf)
+        k = np.sum(w[v == np.inf])
+        return (ld(np.inf), np.sign(k)) if k != 0 and np.isfinite(k) else (ld(np.nan), ld(np.nan))
     m = v.max()
-    return m + np.log(np.sum(np.exp(v - m)))
+    top = v == m
+    k = np.sum(w[top])
+    t = np.sum(w[~top] * np.exp(v[~top] - m))
+    sign = np.sign(k + t)
+    with np.errstate(divide="ignore"):  # log(0) = -inf: a total of exactly 0
+        if k == 0:
+            return m + np.log(np.abs(t)), sign
+        return m + np.log1p((sign * k - 1) + sign * t), sign
+
+
+def _row_lse_complex(v: np.ndarray, w: np.ndarray | None, empty: bool) -> tuple[np.clongdouble, np.clongdouble]:
+    """The same for complex values (extended precision): the entry of largest real part kept out
+    of the sum; where that is not finite, ``log(sum(w exp(v)))`` itself, as C99 says."""
+    cld = np.clongdouble
+    w = np.ones_like(v) if w is None else w
+    if empty:
+        return cld(-np.inf), cld(complex(np.nan, np.nan))
+    with np.errstate(all="ignore"):
+        direct = np.sum(w * np.exp(v)) if v.size else cld(0)
+        value = None
+        if v.size and np.all(np.isfinite(v)):
+            m = v.real.max()
+            top = v.real == m
+            k = np.sum(w[top] * np.exp(v[top] - m))
+            t = np.sum(w[~top] * np.exp(v[~top] - m))
+            value = m + (np.log(t) if k == 0 else np.log(k) + np.log1p(t / k))
+        if value is None or not np.isfinite(value):
+            return np.log(direct), direct / np.abs(direct) if direct != 0 else cld(0)
+    angle = value.imag
+    if not -np.pi < angle <= np.pi:
+        angle = angle - 2 * np.pi * np.ceil((angle - np.pi) / (2 * np.pi))
+    return cld(complex(value.real, angle)), np.exp(cld(1j) * angle)
 
 
 def _rowwise(x, axes, where, row_fn):
@@ -95,29 +139,60 @@ def log_softmax(x, axes, where=None) -> np.ndarray:
         if not np.isfinite(lse):
             out[mask] = np.nan
         else:
+            # as in softmax: never v - lse; and log1p of the sum but for one max entry, whose own
+            # value, -log1p(rest), keeps its relative precision
             m = v.max()
-            out[mask] = (v - m) - np.log(np.sum(np.exp(v - m)))  # as in softmax: never v - lse
+            rest = np.exp(v - m)
+            rest[np.argmax(v)] = 0
+            out[mask] = (v - m) - np.log1p(np.sum(rest))
         return out
 
     return _rowwise(x, axes, where, row)
 
 
-def logsumexp(x, axes, where=None, keepdims=False) -> np.ndarray:
-    """logsumexp by the table, in long double: -inf for an empty or fully masked slice."""
+def logsumexp(x, axes, where=None, keepdims=False, b=None, return_sign=False):
+    """logsumexp by the table and SciPy's meaning, in extended precision: -inf for an empty or fully
+    masked slice; weights ``b`` of ``x``'s shape; ``(value, sign)`` with ``return_sign``."""
     x = np.asarray(x)
     axes = tuple(sorted(a % x.ndim for a in axes)) if x.ndim else ()
-    rows, masks, _, kept_shape = _slices(x, axes, where)
-    out = np.array([_row_lse(r[m]) for r, m in zip(rows, masks)], dtype=np.longdouble)
-    out = out.reshape(kept_shape)
+    is_complex = np.iscomplexobj(x) or (b is not None and np.iscomplexobj(b))
+    work = np.clongdouble if is_complex else np.longdouble
+    rows, masks, _, kept_shape = _slices(x.astype(work), axes, where, work)
+    weights = None if b is None else _slices(np.broadcast_to(np.asarray(b), x.shape).astype(work), axes, None, work)[0]
+    empty = any(x.shape[a] == 0 for a in axes)
+    row_fn = _row_lse_complex if is_complex else _row_lse_weighted
+    values, signs = [], []
+    for i, (r, m) in enumerate(zip(rows, masks)):
+        w = None if weights is None else weights[i]
+        active = m if w is None else m & (w != 0)
+        value, sign = row_fn(r[active], None if w is None else w[active], empty)
+        values.append(value)
+        signs.append(sign)
+    value = np.array(values, dtype=work).reshape(kept_shape)
+    sign = np.array(signs, dtype=work).reshape(kept_shape)
+    if return_sign and is_complex:
+        value = value.real
     if keepdims:
-        out = out.reshape(tuple(1 if a in axes else n for a, n in enumerate(x.shape)))
-    return out
+        shape = tuple(1 if a in axes else n for a, n in enumerate(x.shape))
+        value, sign = value.reshape(shape), sign.reshape(shape)
+    if return_sign:
+        return value, sign
+    if not is_complex:  # a negative total (not the -1 that SciPy gives an empty slice) has no log
+        value = np.where((sign < 0) & (value != -np.inf), np.longdouble(np.nan), value)
+    return value
 
 
-def _eps(dtype_name: str) -> float:
+def finfo(dtype_name: str):
+    """``finfo`` of a dtype by name, bfloat16 included (through ml_dtypes, which defines it)."""
     if dtype_name == "bfloat16":
-        return 2.0**-7
-    return float(np.finfo(np.dtype(dtype_name)).eps)
+        import ml_dtypes
+
+        return ml_dtypes.finfo(ml_dtypes.bfloat16)
+    return np.finfo(np.dtype(dtype_name))
+
+
+def _real_name(dtype_name: str) -> str:
+    return {"complex64": "float32", "complex128": "float64"}.get(dtype_name, dtype_name)
 
 
 def ulp_error(actual, expected, dtype_name: str, *, log_scale: bool = False) -> float:
@@ -128,6 +203,9 @@ def ulp_error(actual, expected, dtype_name: str, *, log_scale: bool = False) -> 
     is absolute and divided by max(1, |expected|). NaN, inf and -inf must match exactly; a mismatch
     is an infinite error.
     """
+    if np.iscomplexobj(actual) or np.iscomplexobj(expected):  # each part on its own
+        parts = [(np.real, "real"), (np.imag, "imag")]
+        return max(ulp_error(part(np.asarray(actual)), part(np.asarray(expected)), _real_name(dtype_name), log_scale=log_scale) for part, _ in parts)
     a = np.asarray(actual, dtype=np.longdouble)
     e = np.asarray(expected, dtype=np.longdouble)
     if a.shape != e.shape:
@@ -136,7 +214,7 @@ def ulp_error(actual, expected, dtype_name: str, *, log_scale: bool = False) -> 
         return 0.0
     # Where is the oracle not finite once rounded to the result dtype (-1e39 is -inf in float32)?
     with np.errstate(over="ignore"):  # rounding past the dtype's maximum is the point
-        rounded = e.astype(np.float32 if dtype_name == "float32" else np.float64) if dtype_name in ("float32", "float64") else e
+        rounded = e.astype(np.dtype(dtype_name)) if dtype_name in ("float16", "float32", "float64") else e
     special = ~np.isfinite(rounded)
     same_special = (np.isnan(a) & np.isnan(rounded)) | (a == rounded)
     if np.any(special & ~same_special) or np.any(~special & ~np.isfinite(a)):
@@ -145,24 +223,24 @@ def ulp_error(actual, expected, dtype_name: str, *, log_scale: bool = False) -> 
     if not fin.any():
         return 0.0
     a, e = a[fin], e[fin]
-    eps = _eps(dtype_name)
-    if log_scale:
-        scale = np.maximum(1.0, np.abs(e))
-    else:
-        tiny = 1e-300 if dtype_name == "float64" else float(np.finfo(np.float32).tiny)
-        if dtype_name in ("float16", "bfloat16"):
-            tiny = 6.1e-5
-        scale = np.maximum(np.abs(e), tiny)
-    return float(np.max(np.abs(a - e) / scale) / eps)
+    info = finfo(dtype_name)
+    scale = np.maximum(1.0, np.abs(e)) if log_scale else np.maximum(np.abs(e), float(info.tiny))
+    return float(np.max(np.abs(a - e) / scale) / float(info.eps))
 
 
-def assert_close(actual, expected, dtype_name: str, *, log_scale: bool = False, ulps: float | None = None) -> float:
-    """Assert :func:`ulp_error` is within the tolerance for ``dtype_name``; return the error."""
+def assert_close(actual, expected, dtype_name: str, *, log_scale: bool = False, ulps: float | None = None, record=None) -> float:
+    """Assert :func:`ulp_error` is within the tolerance for ``dtype_name``; return the error.
+
+    ``record(err)``, if given, is called with the error before it is judged (the conformance
+    report shows a failing case's error).
+    """
     limit = TOLERANCE_ULPS[dtype_name] if ulps is None else ulps
     err = ulp_error(actual, expected, dtype_name, log_scale=log_scale)
+    if record is not None:
+        record(err)
     if not err <= limit:
         raise AssertionError(
             f"error {err:.3g} eps exceeds {limit:g} eps ({dtype_name})\nactual:   {np.asarray(actual)!r}\n"
-            f"expected: {np.asarray(expected, dtype=np.float64)!r}"
+            f"expected: {np.asarray(expected).astype(np.complex128 if np.iscomplexobj(expected) else np.float64)!r}"
         )
     return err

@@ -1,8 +1,8 @@
 """Fuzzing: shapes (0-d, empty, size-1 axes), axes, masks, dtypes and values with ±inf, NaN, huge and
 subnormal numbers. No crash, no warning, and every result within tolerance of the oracle.
 
-CI draws ``--max-examples`` inputs per function and backend (50 by default); a longer run is
-``pytest --pyargs softmax_multi.conformance -k fuzz --max-examples 5000``.
+CI draws ``--smx-max-examples`` inputs per function and backend (50 by default); a longer run is
+``pytest -p softmax_multi.conformance.plugin --pyargs softmax_multi.conformance -k fuzz --smx-max-examples 5000``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from softmax_multi.conformance import oracle
+from softmax_multi.conformance.functions import axes_of
+from softmax_multi.conformance.plugin import suite_settings
 
 import softmax_multi as smx
 
@@ -38,12 +40,6 @@ def inputs(draw, dtypes):
     return x, axis, where
 
 
-def _axes(axis, ndim):
-    if ndim == 0 or axis is None:
-        return tuple(range(ndim))
-    return tuple(sorted(a % ndim for a in (axis if isinstance(axis, tuple) else (axis,))))
-
-
 def allowed_error(func, x, expected, eps):
     """Per element: the tolerance, plus half an eps per unit of |x - max| for softmax, the rounding
     of ``x - max`` that any softmax in this precision pays before ``exp``."""
@@ -59,6 +55,7 @@ def allowed_error(func, x, expected, eps):
 def test_fuzz(backend, func):
     dtypes = [d for d in ("float32", "float64") if d in backend.dtypes()]
 
+    @suite_settings
     @given(data=inputs(dtypes))
     def run(data):
         x_np, axis, where = data
@@ -69,7 +66,7 @@ def test_fuzz(backend, func):
             y = getattr(smx, func)(x, axis=axis, where=w)
         got = backend.numpy(y)
         assert got.dtype == x_np.dtype
-        expected = getattr(oracle, func)(x_np, _axes(axis, x_np.ndim), where)
+        expected = getattr(oracle, func)(x_np, axes_of(axis, x_np.ndim), where)
         assert got.shape == expected.shape
         if got.size == 0:
             return

@@ -1,4 +1,4 @@
-"""Properties that hold for any input (Hypothesis draws them; derandomised, --max-examples)."""
+"""Properties that hold for any input (Hypothesis draws them; derandomised, --smx-max-examples)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from softmax_multi.conformance import oracle
+from softmax_multi.conformance.plugin import suite_settings
 
 import softmax_multi as smx
 
@@ -30,6 +31,7 @@ def _run(backend, f, x_np, axis, **kw):
     return backend.numpy(f(backend.asarray(x_np), axis=axis, **kw)).astype(np.float64)
 
 
+@suite_settings
 @given(data=rows())
 def test_rows_sum_to_one(backend, data):
     x, axis = data
@@ -38,6 +40,7 @@ def test_rows_sum_to_one(backend, data):
     assert (y >= 0).all() and (y <= 1).all()
 
 
+@suite_settings
 @given(data=rows(), shift=st.floats(-1000, 1000, width=32))
 def test_shift_invariance(backend, data, shift):
     x, axis = data
@@ -50,6 +53,7 @@ def test_shift_invariance(backend, data, shift):
     np.testing.assert_allclose(a, b, rtol=0, atol=2 * float(moved) + 2 * TOL)
 
 
+@suite_settings
 @given(data=rows())
 def test_softmax_is_exp_of_log_softmax(backend, data):
     x, axis = data
@@ -57,6 +61,7 @@ def test_softmax_is_exp_of_log_softmax(backend, data):
     np.testing.assert_allclose(y, np.exp(log_y), rtol=float(4 * TOL * np.maximum(1, np.abs(log_y)).max()), atol=1e-37)
 
 
+@suite_settings
 @given(data=rows())
 def test_log_softmax_is_x_minus_logsumexp(backend, data):
     x, axis = data
@@ -66,6 +71,7 @@ def test_log_softmax_is_x_minus_logsumexp(backend, data):
     np.testing.assert_allclose(log_y, expected, rtol=0, atol=float(4 * TOL * np.maximum(1, np.abs(expected)).max()))
 
 
+@suite_settings
 @given(data=rows(), mask_seed=st.integers(0, 2**32 - 1))
 def test_masked_slices_sum_to_one_or_zero(backend, data, mask_seed):
     x, axis = data

@@ -1,25 +1,54 @@
-"""The public functions: check the arguments once, then run the backend's native code or the reference."""
+"""The public functions: check the arguments once per kind of call, then run the backend's native
+code or the reference implementation.
+
+A call is checked once per (array class, function, dtype, ndim, axis, dtype=) and the outcome
+kept as a :class:`Plan`; the plans are dropped whenever the registry's backends change.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from . import reference
-from ._args import check_where, dtype_name, normalize_axes, resolve_dtypes
-from .registry import _plans, backend_for_type
+from . import reference, registry
+from ._args import check_broadcast, check_where, dtype_name, normalize_axes, promote_weights, resolve_dtypes
+from .registry import BackendSpec, backend_for_type
 
-__all__ = ["log_softmax", "logsumexp", "softmax"]
+__all__ = ["Plan", "log_softmax", "logsumexp", "softmax"]
 
 Array = Any
-_PYTHON_INPUTS = (int, float, bool, list, tuple)
-_PLAN_LIMIT = 4096
+Axis = int | tuple[int, ...] | None
+_PYTHON_INPUTS = (int, float, complex, bool, list, tuple)
+_PLAN_LIMIT = 4096  # plans kept per array class before the dict starts afresh (odd axes, dtypes)
 
 
-def softmax(
-    x: Array, /, axis: int | tuple[int, ...] | None = -1, *, where: Array | None = None, dtype: Any = None, out: Array | None = None
-) -> Array:
+@dataclasses.dataclass(frozen=True, slots=True)
+class Plan:
+    """What one kind of call runs, checked once."""
+
+    spec: BackendSpec
+    impl: Callable[..., Any]
+    """The backend's native function, or the reference implementation bound to the backend."""
+    axes: tuple[int, ...]
+    compute: Any
+    """The dtype the implementation runs in (float32 for float16 and bfloat16 input)."""
+    result: Any
+    """The dtype of the result."""
+    direct: bool
+    """No cast either way: ``impl(x, axes, None)`` is the answer."""
+
+
+# array class -> (function, dtype, ndim, axis, dtype=) -> Plan; one dict per class, so that
+# torch.compile never compares a torch dtype with NumPy's. Emptied when the backends change.
+_plans: dict[type, dict[tuple, Plan]] = {}
+registry.on_change(_plans.clear)
+
+
+def softmax(x: Array, /, axis: Axis = -1, *, where: Array | None = None, dtype: Any = None, out: Array | None = None) -> Array:
     """Softmax of ``x`` along ``axis``: ``exp(x - m) / sum(exp(x - m))`` with ``m`` the slice maximum.
 
     Parameters
@@ -56,12 +85,11 @@ def softmax(
     return _call("softmax", x, axis, where, dtype)
 
 
-def log_softmax(
-    x: Array, /, axis: int | tuple[int, ...] | None = -1, *, where: Array | None = None, dtype: Any = None, out: Array | None = None
-) -> Array:
+def log_softmax(x: Array, /, axis: Axis = -1, *, where: Array | None = None, dtype: Any = None, out: Array | None = None) -> Array:
     """Log of the softmax, computed directly: ``x - m - log(sum(exp(x - m)))``.
 
-    Arguments as :func:`softmax`; masked entries and fully masked slices give -inf.
+    Arguments as :func:`softmax`; masked entries and fully masked slices give -inf. At a slice's
+    maximum the result keeps its relative precision: ``-log1p(rest)``.
 
     Examples
     --------
@@ -74,21 +102,64 @@ def log_softmax(
     return _call("log_softmax", x, axis, where, dtype)
 
 
-def logsumexp(x: Array, /, axis: int | tuple[int, ...] | None = None, *, keepdims: bool = False, where: Array | None = None, dtype: Any = None) -> Array:
-    """``log(sum(exp(x)))`` over ``axis`` (default: every axis), without overflow.
+def logsumexp(
+    x: Array,
+    /,
+    axis: Axis = None,
+    b: Array | None = None,
+    keepdims: bool = False,
+    return_sign: bool = False,
+    *,
+    where: Array | None = None,
+    dtype: Any = None,
+) -> Array | tuple[Array, Array]:
+    """``log(sum(b * exp(x)))`` over ``axis`` (default: every axis), without overflow, as
+    ``scipy.special.logsumexp`` and ``jax.scipy.special.logsumexp`` define it.
 
-    Arguments as :func:`softmax`, plus ``keepdims`` to keep the reduced axes with length 1. An
-    empty or fully masked slice gives -inf; +inf in a slice gives +inf; NaN gives NaN.
+    Parameters
+    ----------
+    x
+        As :func:`softmax`; complex input gives a complex result (imaginary part in (-pi, pi]).
+    axis
+        An int, a tuple of ints, or None for every axis (of the shape ``x`` and ``b`` broadcast to).
+    b
+        Weights, broadcast against ``x``: an array of ``x``'s library or a Python scalar or list.
+        Entries with ``b == 0`` take no part; weights may be negative. The result's dtype is the
+        promoted dtype of ``x`` and ``b``.
+    keepdims
+        Keep the reduced axes with length 1.
+    return_sign
+        Return ``(log|total|, sign)``: the sign of the total (+1, 0, -1, NaN), its phase for
+        complex input. Without it, a negative total gives NaN.
+    where, dtype
+        As :func:`softmax`; ``where`` and ``b`` together: both apply. With complex ``x`` or ``b``,
+        ``dtype`` must be complex.
+
+    Returns
+    -------
+    An array (or two) of ``x``'s library. An empty, fully masked or all -inf slice gives -inf;
+    +inf in a slice gives +inf; NaN gives NaN. When one entry dominates, the result keeps its
+    relative precision (``logsumexp([0, -40])`` is ``4.25e-18``).
 
     Examples
     --------
     >>> import numpy as np, softmax_multi as smx
     >>> float(smx.logsumexp(np.array([1000.0, 1000.0])).round(4))
     1000.6931
+    >>> value, sign = smx.logsumexp([1.0, 2.0], b=[1.0, -1.0], return_sign=True)
+    >>> float(value.round(4)), float(sign)
+    (1.5413, -1.0)
     """
-    if not isinstance(keepdims, (bool, np.bool_)):
-        raise TypeError(f"logsumexp: keepdims must be a bool, got {keepdims!r}")
-    return _call("logsumexp", x, axis, where, dtype, bool(keepdims))
+    _check_flag("keepdims", keepdims)
+    _check_flag("return_sign", return_sign)
+    if b is None and not return_sign:
+        return _call("logsumexp", x, axis, where, dtype, bool(keepdims))
+    return _call_weighted(x, axis, b, bool(keepdims), bool(return_sign), where, dtype)
+
+
+def _check_flag(name: str, value: Any) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"logsumexp: {name} must be a bool, got {value!r}")
 
 
 def _call(func: str, x: Array, axis: Any, where: Any, dtype: Any, keepdims: bool | None = None) -> Array:
@@ -97,9 +168,8 @@ def _call(func: str, x: Array, axis: Any, where: Any, dtype: Any, keepdims: bool
     ``keepdims`` is None for softmax and log_softmax, a bool for logsumexp.
     """
     plan = key = None
-    # Only exact ints and None are cached: True == 1 and (True,) == (1,) as keys, yet are refused.
-    # One dict per array class, so that torch.compile never compares a torch dtype with NumPy's.
     plans = _plans.get(type(x))
+    # Only exact ints and None are cached: True == 1 and (True,) == (1,) as keys, yet are refused.
     if type(axis) is int or axis is None:
         try:
             key = (func, x.dtype, x.ndim, axis, dtype)
@@ -114,39 +184,65 @@ def _call(func: str, x: Array, axis: Any, where: Any, dtype: Any, keepdims: bool
             if plans is None or len(plans) >= _PLAN_LIMIT:
                 plans = _plans[type(x)] = {}
             plans[key] = plan
-    if where is None and plan[5]:
+    if where is None and plan.direct:
         try:
             if keepdims is None:
-                return plan[1](x, plan[2], None)
-            return plan[1](x, plan[2], None, keepdims)
+                return plan.impl(x, plan.axes, None)
+            return plan.impl(x, plan.axes, None, keepdims)
         except Exception as err:
-            _blame(err, plan[0], func)
+            _blame(err, plan.spec, func)
             raise
     return _call_general(func, plan, x, where, keepdims)
 
 
-def _blame(err: Exception, spec: Any, func: str) -> None:
+def _blame(err: Exception, spec: BackendSpec, func: str) -> None:
     """Name the backend in an error raised inside it, so a faulty plugin is easy to find."""
     note = f"raised in {func} of the softmax-multi backend {spec.name!r}"
     if hasattr(err, "add_note") and note not in getattr(err, "__notes__", []):  # Python >= 3.11
         err.add_note(note)
 
 
-def _plan(func: str, x: Array, axis: Any, dtype: Any) -> tuple:
-    """What a call with this array class, dtype, ndim, axis and dtype= runs; checked once, then cached."""
+def _backend(func: str, x: Array) -> tuple[BackendSpec, Any]:
+    """The backend serving ``x`` and ``x``'s namespace; a clear TypeError when there is none."""
     cls = type(x)
     spec = backend_for_type(cls, x)
     if spec is None:
+        hint = ""
+        if hasattr(x, "to_numpy"):  # pandas and xarray objects hold arrays without being one
+            hint = "; pass x.to_numpy() (or the library's array inside it)"
         raise TypeError(
             f"{func}: x of type {cls.__module__}.{cls.__qualname__} is not an array of any "
-            "registered backend and has no __array_namespace__"
+            f"registered backend and has no __array_namespace__{hint}"
         )
-    xp = spec.namespace(x)
+    try:
+        return spec, spec.namespace(x)
+    except TypeError as err:  # a namespace that refuses this kind of array says why
+        raise TypeError(f"{func}: {err}") from None
+
+
+def _plan(func: str, x: Array, axis: Any, dtype: Any) -> Plan:
+    """What a call with this array class, dtype, ndim, axis and dtype= runs; checked once, then cached."""
+    spec, xp = _backend(func, x)
     axes = normalize_axes(func, axis, x.ndim)
-    compute, result = resolve_dtypes(func, xp, x.dtype, dtype)
-    impl = getattr(spec, func) or getattr(reference, func)
+    compute, result = resolve_dtypes(func, xp, x.dtype, dtype, complex_ok=func == "logsumexp")
+    if func == "logsumexp" and xp.isdtype(compute, "complex floating"):
+        weighted = _weighted_implementation(spec)
+        impl: Callable[..., Any] = lambda x, axes, where, keepdims: weighted(x, axes, where, keepdims, None, False)  # noqa: E731
+    else:
+        impl = getattr(spec, func) or _reference(func, spec.accurate_sums)
     direct = x.dtype == compute and compute == result  # no cast either way
-    return spec, impl, axes, compute, result, direct
+    return Plan(spec, impl, axes, compute, result, direct)
+
+
+@functools.cache
+def _reference(func: str, accurate_sums: bool) -> Callable[..., Any]:
+    """The reference implementation of ``func`` for a backend whose sums are, or are not, accurate."""
+    f = getattr(reference, func)
+    return f if accurate_sums else functools.partial(f, accurate_sums=False)
+
+
+def _weighted_implementation(spec: BackendSpec) -> Callable[..., Any]:
+    return spec.weighted_logsumexp or _reference("logsumexp", spec.accurate_sums)
 
 
 def _call_out(func: str, x: Array, axis: Any, where: Any, dtype: Any, out: Array) -> Array:
@@ -154,13 +250,10 @@ def _call_out(func: str, x: Array, axis: Any, where: Any, dtype: Any, out: Array
     if type(x) in _PYTHON_INPUTS:
         x = _from_python(func, x)
     plan = _plan(func, x, axis, dtype)
-    spec, result = plan[0], plan[4]
+    spec, result = plan.spec, plan.result
     if spec.out is not True:
         raise TypeError(f"{func}: out= is not supported for {spec.name} arrays: {spec.out}; use the returned array")
-    other = backend_for_type(type(out), out)
-    if other is not spec:
-        theirs = other.name if other is not None else f"{type(out).__module__}.{type(out).__qualname__}"
-        raise TypeError(f"{func}: x is a {spec.name} array but out is a {theirs} array; pass out from the same library")
+    _same_library(func, spec, spec.namespace(x), "out", out)
     if tuple(out.shape) != tuple(x.shape):
         raise ValueError(f"{func}: out has shape {tuple(out.shape)}, expected {tuple(x.shape)} (the shape of x)")
     if out.dtype != result:
@@ -172,15 +265,12 @@ def _call_out(func: str, x: Array, axis: Any, where: Any, dtype: Any, out: Array
     return _call_general(func, plan, x, where, None, out)
 
 
-def _call_general(func: str, plan: tuple, x: Array, where: Any, keepdims: bool | None, out: Array | None = None) -> Array:
-    spec, impl, axes, compute, result, _ = plan
+def _call_general(func: str, plan: Plan, x: Array, where: Any, keepdims: bool | None, out: Array | None = None) -> Array:
+    spec, impl, axes, compute, result = plan.spec, plan.impl, plan.axes, plan.compute, plan.result
     xp = spec.namespace(x)
     if where is not None:
-        where = _where_like(func, spec, xp, x, where)
-    if x.dtype != result:  # dtype= casts first: float32 data asked as float16 is rounded to it
-        x = xp.astype(x, result)
-    if x.dtype != compute:  # float16 and bfloat16 are then computed in float32
-        x = xp.astype(x, compute)
+        where = _where_like(func, spec, xp, x, where, tuple(x.shape))
+    x = _cast(xp, x, compute, result)
     try:
         if out is not None and compute == result:
             return impl(x, axes, where, out=out)
@@ -195,6 +285,51 @@ def _call_general(func: str, plan: tuple, x: Array, where: Any, keepdims: bool |
     return out
 
 
+def _cast(xp: Any, a: Array, compute: Any, result: Any) -> Array:
+    """``dtype=`` casts first (float32 data asked as float16 is rounded to it), then float16 and
+    bfloat16 are computed in float32."""
+    if a.dtype != result:
+        a = xp.astype(a, result)
+    if a.dtype != compute:
+        a = xp.astype(a, compute)
+    return a
+
+
+def _call_weighted(x: Array, axis: Any, b: Any, keepdims: bool, return_sign: bool, where: Any, dtype: Any) -> Any:
+    """logsumexp with weights ``b`` or ``return_sign``: x and b broadcast together, as in SciPy."""
+    func = "logsumexp"
+    if type(x) in _PYTHON_INPUTS:
+        x = _from_python(func, x)
+    spec, xp = _backend(func, x)
+    if b is None:
+        shape = tuple(x.shape)
+        compute, result = resolve_dtypes(func, xp, x.dtype, dtype, complex_ok=True)
+    else:
+        b = _like_x(func, spec, xp, x, "b", b)
+        shape = check_broadcast(func, tuple(x.shape), tuple(b.shape))
+        compute, result = promote_weights(func, xp, x.dtype, b.dtype, dtype)
+        if tuple(b.shape) != shape:
+            b = xp.broadcast_to(b, shape)
+        b = _cast(xp, b, compute, result)
+    if tuple(x.shape) != shape:
+        x = xp.broadcast_to(x, shape)
+    axes = normalize_axes(func, axis, len(shape))
+    if where is not None:
+        where = _where_like(func, spec, xp, x, where, shape)
+    x = _cast(xp, x, compute, result)
+    impl = _weighted_implementation(spec)
+    try:
+        r = impl(x, axes, where, keepdims, b, return_sign)
+    except Exception as err:
+        _blame(err, spec, func)
+        raise
+    if compute == result:
+        return r
+    if return_sign:
+        return xp.astype(r[0], result), xp.astype(r[1], result)
+    return xp.astype(r, result)
+
+
 def _from_python(func: str, obj: Any) -> np.ndarray:
     try:
         return np.asarray(obj)
@@ -202,21 +337,43 @@ def _from_python(func: str, obj: Any) -> np.ndarray:
         raise TypeError(f"{func}: x could not be read as an array ({err})") from None
 
 
-def _where_like(func: str, spec: Any, xp: Any, x: Array, where: Any) -> Array:
-    """``where`` as an array of ``x``'s library; a mask of another library is an error."""
-    if type(where) in _PYTHON_INPUTS:
-        if xp is np:
-            where = np.asarray(where)
-        else:
-            where = xp.asarray(where, device=getattr(x, "device", None))
-    else:
-        other = backend_for_type(type(where), where)
-        same = other is spec and (spec.array_types or spec.namespace(where) is xp)
-        if not same:
-            theirs = other.name if other is not None else f"{type(where).__module__}.{type(where).__qualname__}"
-            raise TypeError(
-                f"{func}: x is a {spec.name} array but where is a {theirs} array; "
-                "pass x and where from the same library"
-            )
-    check_where(func, xp, where, tuple(x.shape))
+def _like_x(func: str, spec: BackendSpec, xp: Any, x: Array, name: str, value: Any) -> Array:
+    """``value`` as an array of ``x``'s library; an array of another library is an error.
+
+    A Python list is read as NumPy reads it (floats as float64); a Python number is "weak", as
+    NumPy's scalars are (NEP 50): it takes ``x``'s floating dtype (its complex counterpart for a
+    complex number), so that ``b=1.2`` does not round a float64 computation to float32.
+    """
+    if type(value) not in _PYTHON_INPUTS:
+        _same_library(func, spec, xp, name, value)
+        return value
+    device = getattr(x, "device", None)
+    try:
+        if isinstance(value, (list, tuple)):
+            return xp.asarray(np.asarray(value), device=device)
+        if isinstance(value, bool):
+            return xp.asarray(value, device=device)
+        dtype = x.dtype if xp.isdtype(x.dtype, ("real floating", "complex floating")) else None
+        if isinstance(value, complex) and dtype is not None and not xp.isdtype(dtype, "complex floating"):
+            dtype = xp.complex64 if dtype == xp.float32 else xp.complex128
+        return xp.asarray(value, dtype=dtype, device=device)
+    except (ValueError, TypeError) as err:
+        raise TypeError(f"{func}: {name} could not be read as an array ({err})") from None
+
+
+def _same_library(func: str, spec: BackendSpec, xp: Any, name: str, value: Any) -> None:
+    other = backend_for_type(type(value), value)
+    # The generic array-API backend serves many libraries: theirs must be x's namespace too.
+    same = other is spec and (bool(spec.array_types) or spec.namespace(value) is xp)
+    if not same:
+        theirs = other.name if other is not None else f"{type(value).__module__}.{type(value).__qualname__}"
+        raise TypeError(
+            f"{func}: x is a {spec.name} array but {name} is a {theirs} array; pass {name} from the same library as x"
+        )
+
+
+def _where_like(func: str, spec: BackendSpec, xp: Any, x: Array, where: Any, shape: tuple) -> Array:
+    """``where`` as an array of ``x``'s library, checked against the shape it must broadcast to."""
+    where = _like_x(func, spec, xp, x, "where", where)
+    check_where(func, xp, where, shape)
     return where

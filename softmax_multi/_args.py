@@ -11,7 +11,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AxisError", "check_where", "dtype_name", "normalize_axes", "resolve_dtypes"]
+__all__ = [
+    "AxisError",
+    "check_broadcast",
+    "check_where",
+    "dtype_name",
+    "floating_dtype",
+    "native_dtype",
+    "normalize_axes",
+    "promote_weights",
+    "resolve_dtypes",
+]
 
 
 class AxisError(ValueError, IndexError):
@@ -75,53 +85,110 @@ def _one_axis(func: str, a: Any, ndim: int, whole: Any) -> int:
     return a % size if ndim else 0
 
 
-def resolve_dtypes(func: str, xp: Any, x_dtype: Any, dtype: Any) -> tuple[Any, Any]:
+def resolve_dtypes(func: str, xp: Any, x_dtype: Any, dtype: Any, *, complex_ok: bool = False) -> tuple[Any, Any]:
     """Return ``(compute_dtype, result_dtype)`` for input dtype ``x_dtype`` and the ``dtype=`` argument.
 
     Integers and booleans promote to the namespace's default real floating dtype; float16 and
-    bfloat16 are computed in float32 and returned in their own dtype; complex is refused.
+    bfloat16 are computed in float32 and returned in their own dtype; complex is refused unless
+    ``complex_ok`` (logsumexp). Results come in the native byte order.
     """
     try:
-        key = (id(xp), x_dtype, dtype)
+        key = (id(xp), x_dtype, dtype, complex_ok)
         hit = _DTYPE_CACHE.get(key)
     except TypeError:  # an unhashable dtype argument: check it the slow way
         key = hit = None
     if hit is not None:
         return hit
-    isdtype = xp.isdtype
-    if isdtype(x_dtype, "complex floating"):
-        raise TypeError(f"{func}: complex input is not supported (x has dtype {dtype_name(x_dtype)}); expected real numbers")
-    if not isdtype(x_dtype, ("real floating", "integral", "bool")):
-        raise TypeError(f"{func}: x must hold real numbers, got dtype {dtype_name(x_dtype)}")
-    if dtype is None:
-        target = x_dtype
-        if not isdtype(target, "real floating"):
-            target = _default_float(xp)
-    else:
-        target = _as_dtype(xp, dtype)
-        try:
-            ok = target is not None and isdtype(target, "real floating")
-        except Exception:  # not a dtype of this library at all
-            ok = False
-        if not ok:
-            raise TypeError(f"{func}: dtype must be a real floating dtype, got {dtype!r}")
-    compute = xp.float32 if xp.finfo(target).bits < 32 else target
-    result = (compute, target)
+    result = _resolve(func, xp, x_dtype, dtype, complex_ok)
     if key is not None:
         _remember(_DTYPE_CACHE, key, result)
     return result
 
 
+def _resolve(func: str, xp: Any, x_dtype: Any, dtype: Any, complex_ok: bool) -> tuple[Any, Any]:
+    isdtype = xp.isdtype
+    is_complex = isdtype(x_dtype, "complex floating")
+    if is_complex and not complex_ok:
+        raise TypeError(f"{func}: complex input is not supported (x has dtype {dtype_name(x_dtype)}); expected real numbers")
+    if not isdtype(x_dtype, ("real floating", "complex floating", "integral", "bool")):
+        raise TypeError(f"{func}: x must hold {'numbers' if complex_ok else 'real numbers'}, got dtype {dtype_name(x_dtype)}")
+    if dtype is None:
+        target = x_dtype if isdtype(x_dtype, ("real floating", "complex floating")) else _default_float(xp)
+    else:
+        target = floating_dtype(func, xp, dtype, complex_ok=complex_ok)
+        if is_complex and not isdtype(target, "complex floating"):
+            raise TypeError(f"{func}: dtype must be a complex floating dtype for complex x (x has dtype {dtype_name(x_dtype)}), got {dtype!r}")
+    return _compute_dtype(xp, target), native_dtype(target)
+
+
+def floating_dtype(func: str, xp: Any, dtype: Any, *, complex_ok: bool = False) -> Any:
+    """The ``dtype=`` argument as a floating dtype of ``xp`` (real, or complex if ``complex_ok``)."""
+    kinds = ("real floating", "complex floating") if complex_ok else "real floating"
+    target = _as_dtype(xp, dtype)
+    try:
+        ok = target is not None and xp.isdtype(target, kinds)
+    except Exception:  # not a dtype of this library at all
+        ok = False
+    if not ok:
+        raise TypeError(f"{func}: dtype must be a {'floating' if complex_ok else 'real floating'} dtype, got {dtype!r}")
+    return target
+
+
+def promote_weights(func: str, xp: Any, x_dtype: Any, b_dtype: Any, dtype: Any) -> tuple[Any, Any]:
+    """``(compute_dtype, result_dtype)`` of logsumexp with weights ``b``: the promoted dtype of x
+    and b (integers and booleans as the default floating dtype), or ``dtype=``, as in SciPy."""
+    isdtype = xp.isdtype
+    numeric = ("real floating", "complex floating", "integral", "bool")
+    for name, d in (("x", x_dtype), ("b", b_dtype)):
+        if not isdtype(d, numeric):
+            raise TypeError(f"{func}: {name} must hold numbers, got dtype {dtype_name(d)}")
+    any_complex = isdtype(x_dtype, "complex floating") or isdtype(b_dtype, "complex floating")
+    if dtype is not None:
+        target = floating_dtype(func, xp, dtype, complex_ok=True)
+        if any_complex and not isdtype(target, "complex floating"):
+            raise TypeError(f"{func}: dtype must be a complex floating dtype for complex x or b, got {dtype!r}")
+    else:
+        try:
+            target = xp.result_type(x_dtype, b_dtype)
+        except Exception:  # e.g. array-api-strict: integers and floats do not promote together
+            target = None
+        if target is None or not isdtype(target, ("real floating", "complex floating")):
+            floats = [d if isdtype(d, ("real floating", "complex floating")) else _default_float(xp) for d in (x_dtype, b_dtype)]
+            target = xp.result_type(*floats)
+    return _compute_dtype(xp, target), native_dtype(target)
+
+
+def _compute_dtype(xp: Any, target: Any) -> Any:
+    """float16 and bfloat16 are computed in float32; everything else in its own dtype."""
+    if xp.isdtype(target, "real floating") and xp.finfo(target).bits < 32:
+        return xp.float32
+    return native_dtype(target)
+
+
+def native_dtype(dtype: Any) -> Any:
+    """``dtype`` in the machine's byte order (NumPy's big-endian ``>f4`` is ``float32``)."""
+    order = getattr(dtype, "byteorder", "=")
+    return dtype.newbyteorder("=") if order not in ("=", "|") else dtype
+
+
 def _as_dtype(xp: Any, dtype: Any) -> Any:
-    """``dtype`` as a dtype of ``xp``, or None; strings name dtypes (``"float32"``) on every library."""
+    """``dtype`` as a dtype of ``xp``, or None.
+
+    Strings name dtypes (``"float32"``) on every library, and so do NumPy's spellings
+    (``np.float32``, ``float``, ``np.dtype("f4")``), by their name.
+    """
     if isinstance(dtype, str):
         return getattr(xp, dtype, None)
-    if xp is np:  # NumPy also spells dtypes as ``np.float32`` or ``float``
-        try:
-            return np.dtype(dtype)
-        except TypeError:
-            return None
-    return dtype
+    try:
+        if xp.isdtype(dtype, ("real floating", "complex floating", "integral", "bool")):
+            return dtype  # already a dtype of this library
+    except Exception:  # not one of this library's dtypes: perhaps NumPy's
+        pass
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        return None
+    return getattr(xp, name, None)
 
 
 def _default_float(xp: Any) -> Any:
@@ -148,3 +215,13 @@ def check_where(func: str, xp: Any, where: Any, x_shape: tuple) -> None:
         raise ValueError(
             f"{func}: where of shape {w_shape} does not broadcast to the shape of x {tuple(x_shape)}"
         )
+
+
+def check_broadcast(func: str, x_shape: tuple, b_shape: tuple) -> tuple[int, ...]:
+    """The shape ``x`` and the weights ``b`` broadcast to; ValueError when they do not."""
+    n = max(len(x_shape), len(b_shape))
+    xs = (1,) * (n - len(x_shape)) + tuple(x_shape)
+    bs = (1,) * (n - len(b_shape)) + tuple(b_shape)
+    if any(p != q and 1 not in (p, q) for p, q in zip(xs, bs)):
+        raise ValueError(f"{func}: b of shape {tuple(b_shape)} does not broadcast against x of shape {tuple(x_shape)}")
+    return tuple(max(p, q) if 0 not in (p, q) else 0 for p, q in zip(xs, bs))

@@ -1,26 +1,62 @@
 """The meaning of every function: one implementation written only against the Python array API standard.
 
 Every backend either uses these functions or must agree with them (the conformance suite checks
-it). They take arguments already checked by :mod:`softmax_multi._args`: ``x`` real floating,
-``axes`` a sorted tuple of non-negative ints, ``where`` None or a boolean array that broadcasts
-to ``x``; ``xp``, the namespace of ``x``, may be given to skip looking it up. They branch in
-Python on shapes and dtypes only, never on values, so they trace under ``jax.jit``, ``jax.vmap``,
-``jax.grad`` and ``torch.compile(fullgraph=True)``.
+it). They take arguments already checked by :mod:`softmax_multi._args`: ``x`` floating, ``axes``
+a sorted tuple of non-negative ints, ``where`` None or a boolean array that broadcasts to ``x``,
+``b`` None or an array of ``x``'s shape and dtype; ``xp``, the namespace of ``x``, may be given to
+skip looking it up. They branch in Python on shapes and dtypes only, never on values, so they
+trace under ``jax.jit``, ``jax.vmap``, ``jax.grad`` and ``torch.compile(fullgraph=True)``.
+
+Two things make them accurate on any library:
+
+* **The dominant entry is kept out of the sum.** Each slice is summarised as its max ``m``, the
+  number ``k`` of entries equal to it (their total weight, with ``b``) and the sum ``t`` of
+  ``exp(x - m)`` over the others, so that ``log(sum(exp(x - m))) = log1p((k - 1) + t)`` keeps
+  relative precision when ``t`` is tiny: ``logsumexp([0, -40])`` is ``4.25e-18``, not 0.
+* **Sums do not depend on the library's summation order**: unless the backend declares
+  ``accurate_sums``, long float32 slices are accumulated in float64 where the library has it, and
+  the others as a two-level blocked sum (``_sum``).
+
+NumPy's warnings for ``inf - inf``, ``0/0`` and ``log(0)``, whose results are part of the answer
+for non-finite slices, are silenced on every library that computes with NumPy.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from array_api_compat import array_namespace
 
-__all__ = ["log_softmax", "logsumexp", "softmax"]
+__all__ = ["log_softmax", "logsumexp", "logsumexp_from_stats", "quiet", "softmax"]
 
 Array = Any
 
+# Slices of float32 up to this length are summed by the library as they are: a sequential sum of
+# 256 terms errs by at most 256 eps / 2 in the worst case, and in practice by a few eps (measured
+# on ndonnx, which sums in order: 2.1 eps at 256, 27.9 eps at 32 000).
+SHORT_SUM = 256
+# The blocked sum's block length, where float64 is missing: sqrt-sized blocks keep both levels short.
+SUM_BLOCK = 256
 
-def softmax(x: Array, axes: tuple[int, ...], where: Array | None = None, *, xp: Any = None) -> Array:
+
+def quiet(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``f`` without NumPy's warnings: inf - inf, 0/0 and log(0) are part of the answers for
+    non-finite slices, on any library that computes with NumPy."""
+
+    @functools.wraps(f)
+    def silenced(*args: Any, **kwargs: Any) -> Any:
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            return f(*args, **kwargs)
+
+    return silenced
+
+
+@quiet
+def softmax(x: Array, axes: tuple[int, ...], where: Array | None = None, *, xp: Any = None, accurate_sums: bool = True) -> Array:
     """``exp(x - m) / sum(exp(x - m))`` over ``axes``; 0 where ``where`` is False.
 
     Examples
@@ -31,60 +67,194 @@ def softmax(x: Array, axes: tuple[int, ...], where: Array | None = None, *, xp: 
     """
     xp = xp or array_namespace(x)
     if _reduces_nothing(x, axes):
-        return xp.zeros_like(x)
+        return x - x  # empty: keeps autograd's graph, where a fresh array would not
     z = _shifted(xp, x, axes, where)
     e = xp.exp(z)
-    y = e / _sum(xp, e, axes)
+    y = e / _sum(xp, e, axes, accurate_sums)
     # A fully masked slice divides 0 by 0 above; masked entries are 0 whatever they computed.
     return y if where is None else xp.where(where, y, _const(xp, x, 0.0))
 
 
-def log_softmax(x: Array, axes: tuple[int, ...], where: Array | None = None, *, xp: Any = None) -> Array:
+@quiet
+def log_softmax(x: Array, axes: tuple[int, ...], where: Array | None = None, *, xp: Any = None, accurate_sums: bool = True) -> Array:
     """``x - m - log(sum(exp(x - m)))`` over ``axes``; -inf where ``where`` is False.
+
+    At the slice's maximum the value is ``-log1p(rest)``, with ``rest`` the sum over the other
+    entries: the loss of a confident, right prediction keeps its relative precision.
 
     Examples
     --------
     >>> import numpy as np
     >>> log_softmax(np.asarray([0.0, 0.0]), (0,)).round(4)
     array([-0.6931, -0.6931])
+    >>> float(-log_softmax(np.asarray([0.0, -40.0]), (0,))[0])
+    4.248354255291589e-18
     """
     xp = xp or array_namespace(x)
     if _reduces_nothing(x, axes):
-        return xp.zeros_like(x)
+        return x - x
     z = _shifted(xp, x, axes, where)
-    y = z - xp.log(_sum(xp, xp.exp(z), axes))
+    e = xp.exp(z)
+    top = z == 0  # exactly the entries equal to the slice's max (exp(0) = 1 exactly)
+    k = _sum(xp, xp.astype(top, x.dtype), axes, True)
+    t = _sum(xp, xp.where(top, _const(xp, x, 0.0), e), axes, accurate_sums)
+    y = z - xp.log1p((k - 1) + t)
     return y if where is None else xp.where(where, y, _const(xp, x, -math.inf))
 
 
+@quiet
 def logsumexp(
-    x: Array, axes: tuple[int, ...], where: Array | None = None, keepdims: bool = False, *, xp: Any = None
-) -> Array:
-    """``m + log(sum(exp(x - m)))`` over ``axes``; -inf for an empty or fully masked slice.
+    x: Array,
+    axes: tuple[int, ...],
+    where: Array | None = None,
+    keepdims: bool = False,
+    b: Array | None = None,
+    return_sign: bool = False,
+    *,
+    xp: Any = None,
+    accurate_sums: bool = True,
+) -> Array | tuple[Array, Array]:
+    """``log(sum(b * exp(x)))`` over ``axes``, without overflow, with SciPy's meaning.
 
-    A slice whose maximum is +inf gives +inf, and one holding NaN gives NaN.
+    ``b`` (weights) defaults to 1; entries with ``b == 0`` or ``where`` False take no part.
+    Without ``return_sign`` a negative total gives NaN; with it the result is ``(log|total|,
+    sign)``, the sign of the total (its phase for complex input). An empty, fully masked or
+    all -inf slice gives -inf; a slice holding +inf gives +inf (its sign: that of the weights at
+    +inf; NaN if they cancel); NaN gives NaN. Complex ``x`` has a complex result whose imaginary
+    part lies in (-pi, pi].
 
     Examples
     --------
     >>> import numpy as np
     >>> float(logsumexp(np.asarray([0.0, 0.0]), (0,)).round(4))
     0.6931
+    >>> [float(v) for v in logsumexp(np.asarray([1.0, 2.0]), (0,), b=np.asarray([1.0, -1.0]), return_sign=True)]
+    [1.5413248546129181, -1.0]
     """
     xp = xp or array_namespace(x)
     if _reduces_nothing(x, axes):
-        shape = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
-        r = xp.full(shape, -math.inf, dtype=x.dtype, device=_device(x))
+        r, sign = _empty_logsumexp(xp, x, axes, return_sign)
+    elif xp.isdtype(x.dtype, "complex floating"):
+        r, sign = _logsumexp_complex(xp, x, axes, where, b, return_sign, accurate_sums)
     else:
-        if where is not None:
-            x = xp.where(where, x, _const(xp, x, -math.inf))
-        m = _max(xp, x, axes)
-        finite = xp.isfinite(m)
-        zero, one = _const(xp, x, 0.0), _const(xp, x, 1.0)
-        m0 = xp.where(finite, m, zero)
-        # Where m is not finite the answer is m itself (-inf, +inf or NaN); the sum there is
-        # replaced by 1 so that no inf or NaN enters the gradient of the finite branch.
-        s = xp.where(finite, _sum(xp, xp.exp(x - m0), axes), one)
-        r = xp.where(finite, m0 + xp.log(s), m)
-    return r if keepdims or not axes else xp.squeeze(r, axis=axes)
+        r, sign = _logsumexp_real(xp, x, axes, where, b, return_sign, accurate_sums)
+    if not (keepdims or not axes):
+        r = xp.squeeze(r, axis=axes)
+        sign = None if sign is None else xp.squeeze(sign, axis=axes)
+    return (r, sign) if return_sign else r
+
+
+def _logsumexp_real(xp, x, axes, where, b, return_sign, accurate):
+    zero = _const(xp, x, 0.0)
+    neg_inf, nan = _const(xp, x, -math.inf), _const(xp, x, math.nan)
+    if where is not None:
+        x = xp.where(where, x, neg_inf)  # masked entries: no part in the value nor the gradient
+    if b is None:
+        xm = x
+    else:
+        x = xp.where(xp.isnan(b), nan, x)  # a NaN weight makes its slice NaN
+        xm = xp.where(b != 0, x, neg_inf)  # zero weights take no part in the max
+    m = _max(xp, xm, axes)
+    finite = xp.isfinite(m)
+    m0 = xp.where(finite, m, zero)
+    top = xp.logical_and(xm == m, xm > -math.inf)  # the max's entries (for m = +inf, the +inf ones)
+    if b is None:
+        k = _sum(xp, xp.astype(top, x.dtype), axes, True)
+        terms = xp.exp(xm - m0)
+    else:
+        k = _sum(xp, xp.where(top, b, zero), axes, True)
+        # A zero weight's term is 0, but its derivative with respect to b is exp(x - m0) where x
+        # is finite: so its exp is taken too, capped where it would overflow (only an entry of
+        # zero weight can lie above m).
+        live = xp.where(b != 0, xm, xp.where(xp.isfinite(x), x, neg_inf))
+        cap = _const(xp, x, math.log(float(xp.finfo(x.dtype).max)) - 1)  # exp(cap) stays finite
+        terms = b * xp.exp(xp.minimum(live - m0, cap))
+    t = xp.where(finite, _sum(xp, xp.where(top, zero, terms), axes, accurate), zero)
+    return logsumexp_from_stats(xp, m, k, t, return_sign)
+
+
+def logsumexp_from_stats(xp: Any, m: Array, k: Array, t: Array, return_sign: bool) -> tuple[Array, Array | None]:
+    """logsumexp, and its sign if ``return_sign``, of real slices from their statistics: the max
+    ``m`` of the entries taking part, the weight ``k`` of those equal to it (their number, without
+    weights) and ``t``, the weighted sum of ``exp(x - m)`` over the others (any value where ``m``
+    is not finite). Without ``return_sign`` a negative total gives NaN.
+
+    The log is taken as ``log1p((sign k - 1) + sign t)``: exact where one entry of weight 1
+    dominates; where the weights at the max cancel (``k = 0``), as ``log|t|``. Each branch is fed
+    safe values where the other is taken, so that neither puts NaN into a gradient.
+    """
+    zero, one, nan = _const(xp, m, 0.0), _const(xp, m, 1.0), _const(xp, m, math.nan)
+    finite = xp.isfinite(m)
+    m0 = xp.where(finite, m, zero)
+    t = xp.where(finite, t, zero)
+    sign = xp.sign(k + t)
+    cancelled = k == 0
+    near = xp.log1p(xp.where(cancelled, zero, (sign * k - 1) + sign * t))
+    far = xp.log(xp.abs(xp.where(cancelled, t, one)))
+    r = m0 + xp.where(cancelled, far, near)
+    # Not finite: -inf or NaN as m says, or at m = +inf, +inf with the sign of the weights there
+    # (NaN where they cancel).
+    r = xp.where(finite, r, xp.where(m == math.inf, xp.where(cancelled, nan, m), m))
+    sign = xp.where(finite, sign, xp.where(m == -math.inf, zero, xp.sign(xp.where(xp.isnan(r), r, k))))
+    if not return_sign:
+        return xp.where(sign < 0, nan, r), None
+    return r, sign
+
+
+def _logsumexp_complex(xp, x, axes, where, b, return_sign, accurate):
+    """The real part's max is taken out of the sum, as for real input; where that is not finite
+    (complex infinities), ``log(sum(b * exp(x)))`` itself decides, as C99's exp and log say."""
+    real = xp.real(x)
+    active = None if b is None else b != 0
+    if where is not None:
+        active = where if active is None else xp.logical_and(active, where)
+    rneg_inf = _const(xp, real, -math.inf)
+    real_active = real if active is None else xp.where(active, real, rneg_inf)
+    m = _max(xp, real_active, axes)
+    finite = xp.isfinite(m)
+    m0 = xp.where(finite, m, _const(xp, real, 0.0))
+    czero = _const(xp, x, 0.0)
+    e = xp.exp(x - xp.astype(m0, x.dtype))
+    terms = e if b is None else b * e
+    if active is not None:
+        terms = xp.where(active, terms, czero)
+    top = real_active == m
+    k = _sum(xp, xp.where(top, terms, czero), axes, True)
+    t = _sum(xp, xp.where(top, czero, terms), axes, accurate)
+    safe_k = xp.where(k == 0, _const(xp, x, 1.0), k)
+    careful = xp.where(k == 0, xp.log(t), xp.log(safe_k) + xp.log1p(t / safe_k))
+    r = xp.astype(m0, x.dtype) + careful
+    # complex infinities and NaN: the plain formula, whose special values follow C99
+    direct_terms = xp.exp(x) if b is None else b * xp.exp(x)
+    if active is not None:
+        direct_terms = xp.where(active, direct_terms, czero)
+    direct = _sum(xp, direct_terms, axes, True)
+    ok = xp.logical_and(xp.isfinite(xp.real(r)), xp.isfinite(xp.imag(r)))
+    if return_sign:
+        value = xp.where(ok, xp.real(r), xp.log(xp.abs(direct)))
+        phase = xp.exp(xp.astype(_wrap_angle(xp, xp.imag(r)), x.dtype) * 1j)
+        return value, xp.where(ok, phase, xp.sign(direct))
+    wrapped = xp.real(r) + xp.astype(_wrap_angle(xp, xp.imag(r)), x.dtype) * 1j
+    return xp.where(ok, wrapped, xp.log(direct)), None
+
+
+def _wrap_angle(xp: Any, a: Array) -> Array:
+    """``a`` brought into (-pi, pi] by whole turns; values already there are kept as they are."""
+    turns = xp.ceil((a - math.pi) / (2 * math.pi))
+    inside = xp.logical_and(a > -math.pi, a <= math.pi)
+    return xp.where(inside, a, a - turns * (2 * math.pi))
+
+
+def _empty_logsumexp(xp: Any, x: Array, axes: tuple[int, ...], return_sign: bool) -> tuple[Array, Array | None]:
+    """-inf for every empty slice, with SciPy's signs (-1, or NaN for complex input). The results
+    are computed from ``x`` (a sum of nothing), so that autograd keeps its graph."""
+    s = _sum(xp, x, axes, True)  # zeros of the result's shape
+    r = s + (-math.inf)
+    if not return_sign:
+        return r, None
+    if xp.isdtype(x.dtype, "complex floating"):
+        return xp.real(r), s + complex(math.nan, math.nan)
+    return r, s - 1
 
 
 def _shifted(xp: Any, x: Array, axes: tuple[int, ...], where: Array | None) -> Array:
@@ -102,8 +272,46 @@ def _max(xp: Any, x: Array, axes: tuple[int, ...]) -> Array:
     return xp.max(x, axis=axes, keepdims=True) if axes else x
 
 
-def _sum(xp: Any, x: Array, axes: tuple[int, ...]) -> Array:
-    return xp.sum(x, axis=axes, keepdims=True) if axes else x
+def _sum(xp: Any, x: Array, axes: tuple[int, ...], accurate: bool) -> Array:
+    """Sum over ``axes``, keeping them. Slices longer than SHORT_SUM on a library whose sums are not
+    known to be accurate: float32 accumulated in float64, float64 (or float32 without float64) as a
+    blocked sum."""
+    if not axes:
+        return x
+    if accurate or not xp.isdtype(x.dtype, ("real floating", "complex floating")):
+        return xp.sum(x, axis=axes, keepdims=True)
+    n = math.prod([x.shape[a] for a in axes])
+    if n <= SHORT_SUM:
+        return xp.sum(x, axis=axes, keepdims=True)
+    wide = {getattr(xp, "float32", None): "float64", getattr(xp, "complex64", None): "complex128"}.get(x.dtype)
+    if wide is not None and _has_dtype(xp, getattr(xp, wide, None)):
+        return xp.astype(xp.sum(x, axis=axes, keepdims=True, dtype=getattr(xp, wide)), x.dtype)
+    return _blocked_sum(xp, x, axes, n)
+
+
+def _blocked_sum(xp: Any, x: Array, axes: tuple[int, ...], n: int) -> Array:
+    """Sum of each slice as sums of SUM_BLOCK-long blocks, then of the blocks' sums: its error
+    grows with SUM_BLOCK + n / SUM_BLOCK terms, not n, whatever order the library adds in."""
+    kept = [i for i in range(x.ndim) if i not in axes]
+    rows = xp.reshape(xp.permute_dims(x, (*kept, *axes)), (*(x.shape[i] for i in kept), n))
+    pad = -n % SUM_BLOCK
+    if pad:
+        rows = xp.concat([rows, xp.zeros((*rows.shape[:-1], pad), dtype=x.dtype, device=_device(x))], axis=-1)
+    blocks = xp.reshape(rows, (*rows.shape[:-1], (n + pad) // SUM_BLOCK, SUM_BLOCK))
+    total = xp.sum(xp.sum(blocks, axis=-1), axis=-1)
+    return xp.reshape(total, tuple(1 if i in axes else s for i, s in enumerate(x.shape)))
+
+
+def _has_dtype(xp: Any, dtype: Any) -> bool:
+    if dtype is None:
+        return False
+    info = getattr(xp, "__array_namespace_info__", None)
+    if info is None:
+        return True
+    try:
+        return dtype in info().dtypes(kind=("real floating", "complex floating")).values()
+    except Exception:  # an incomplete inspection API: assume the standard's float64
+        return True
 
 
 def _const(xp: Any, x: Array, value: float) -> Array:

@@ -126,3 +126,25 @@ def test_readme_sharding_example_runs(readme_example):
     sharding, counts = run.stdout.strip().splitlines()
     assert "P(None, 'd')" in sharding
     assert counts == "2 0"
+
+
+def test_weighted_and_complex_logsumexp_under_jit_vmap_grad(rng):
+    x = jnp.asarray(rng.standard_normal((4, 6)))
+    b = jnp.asarray(rng.standard_normal((4, 6)))
+    eager = smx.logsumexp(x, -1, b=b, return_sign=True)
+    jitted = jax.jit(lambda x, b: smx.logsumexp(x, -1, b=b, return_sign=True))(x, b)
+    np.testing.assert_allclose(jitted[0], eager[0], rtol=1e-14)
+    np.testing.assert_array_equal(jitted[1], eager[1])
+    mapped = jax.vmap(lambda r, w: smx.logsumexp(r, b=w, return_sign=True))(x, b)
+    np.testing.assert_allclose(mapped[0], eager[0], rtol=1e-14)
+    # d/db: exp(x - value) times the sign
+    value, sign = eager
+    gb = jax.grad(lambda b: smx.logsumexp(x, -1, b=b, return_sign=True)[0].sum())(b)
+    np.testing.assert_allclose(gb, sign[:, None] * np.exp(x - value[:, None]), rtol=1e-12)
+    z = x + 1j * b
+    np.testing.assert_allclose(jax.jit(lambda z: smx.logsumexp(z, -1))(z), smx.logsumexp(z, -1), rtol=1e-14)
+
+
+def test_gh18295_precision_under_jit():
+    x = jnp.asarray([0.0, -40.0])
+    np.testing.assert_allclose(jax.jit(smx.logsumexp)(x), np.logaddexp(0.0, -40.0), rtol=1e-15)

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from softmax_multi.backends import numpy_backend as nb
+from softmax_multi.backends import fused
 from softmax_multi.conformance import oracle
+from softmax_multi.conformance.functions import FUNCTIONS as FUNCS
 
 import softmax_multi as smx
 
-FUNCS = {
-    "softmax": (smx.softmax, oracle.softmax, False),
-    "log_softmax": (smx.log_softmax, oracle.log_softmax, True),
-    "logsumexp": (smx.logsumexp, oracle.logsumexp, True),
-}
 ALL_FUNCS = pytest.mark.parametrize("func", list(FUNCS))
 
 
@@ -55,7 +51,7 @@ SHAPES = [  # (shape, axis): each kind of work split the kernels have
 
 
 def test_fused_kernels_are_in_use():
-    assert nb.fused_kernels() is not None, "Numba is installed by the test extra: the fused kernels must load"
+    assert fused.wait_ready() is not None, "Numba is installed by the test extra: the fused kernels must load"
 
 
 @ALL_FUNCS
@@ -90,10 +86,11 @@ def test_fused_special_slices(func, dtype):
 def test_fused_and_ufunc_paths_agree(rng, monkeypatch, func):
     f, o, log = FUNCS[func]
     x = rng.standard_normal((100, 2000)).astype(np.float32)
-    fused = f(x)
-    monkeypatch.setattr(nb, "_kernels", False)  # as without Numba
+    through_kernels = f(x)
+    monkeypatch.setattr(fused, "_module", None)  # as without Numba
+    monkeypatch.setattr(fused, "_off", True)
     plain = f(x)
-    oracle.assert_close(fused, o(x, (1,)), "float32", log_scale=log)
+    oracle.assert_close(through_kernels, o(x, (1,)), "float32", log_scale=log)
     oracle.assert_close(plain, o(x, (1,)), "float32", log_scale=log)
 
 
@@ -142,7 +139,7 @@ def test_fused_peak_memory(rng, func, out):
     finally:
         tracemalloc.stop()
     result = 0 if out or func == "logsumexp" else x.nbytes
-    blocks = 2 * nb.THREADS * 256 * 1024  # scratch of each thread: under 256 KiB, twice over
+    blocks = 2 * fused.THREADS * 256 * 1024  # scratch of each thread: under 256 KiB, twice over
     assert peak <= result + blocks, f"peak {peak} bytes; output {result}, allowed extra {blocks}"
 
 
@@ -189,9 +186,10 @@ def test_conformance_suite_through_the_fused_kernels():
     import subprocess
     import sys
 
-    env = dict(os.environ, SOFTMAX_MULTI_FUSED_MIN_SIZE="1", SOFTMAX_MULTI_PARALLEL_MIN_SIZE="1")
+    env = dict(os.environ, SOFTMAX_MULTI_FUSED_MIN_SIZE="1", SOFTMAX_MULTI_PARALLEL_MIN_SIZE="1", SOFTMAX_MULTI_FUSED="wait")
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "softmax_multi.conformance", "--backend", "numpy"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "softmax_multi.conformance.plugin",
+         "--pyargs", "softmax_multi.conformance", "--smx-backend", "numpy"],
         env=env, capture_output=True, text=True, timeout=600, cwd=os.path.dirname(os.path.dirname(__file__)),
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
@@ -231,8 +229,8 @@ def test_shared_work_with_a_busy_pool(rng, monkeypatch, func):
     f = FUNCS[func][0]
     xs = [(rng.standard_normal(shape) * 4).astype(np.float32) for shape, _ in LAYOUTS]
     alone = [f(x, axis=axis) for x, (_, axis) in zip(xs, LAYOUTS)]
-    nb._executor()  # the pool exists, with its THREADS - 1 threads
-    monkeypatch.setattr(nb, "THREADS", 6)
+    fused._executor()  # the pool exists, with its THREADS - 1 threads
+    monkeypatch.setattr(fused, "THREADS", 6)
 
     def crowd():
         with ThreadPoolExecutor(8) as callers:
@@ -246,7 +244,7 @@ def test_a_failing_thread_fails_the_call(monkeypatch):
     """An error in a pool thread that holds part of a row reaches the caller; nobody waits forever."""
     import threading
 
-    k = nb.fused_kernels()
+    k = fused.wait_ready()
     real = k.long_row
     started = threading.Event()
 
@@ -258,7 +256,7 @@ def test_a_failing_thread_fails_the_call(monkeypatch):
         started.set()
         raise ValueError("boom in a pool thread")
 
-    monkeypatch.setattr(nb, "THREADS", 2)
+    monkeypatch.setattr(fused, "THREADS", 2)
     monkeypatch.setattr(k, "long_row", long_row)
     x = np.random.default_rng(0).standard_normal(500_000)
     with pytest.raises(ValueError, match="boom in a pool thread"):
@@ -270,12 +268,12 @@ def test_fused_exp_is_within_one_and_a_quarter_ulp(dtype):
     """The kernels' exp(x - m), for x - m over its whole range, against float64/long double exp:
     at most 1.25 ulp where the result is normal; 0 below the range, at x = -inf; NaN at NaN."""
     import numba
-    from softmax_multi.backends import _fused
+    from softmax_multi.backends import _exp
 
-    @numba.njit(fastmath={"contract"})
+    @numba.njit(fastmath=_exp.EXP_FLAGS)
     def exps(x, m, out):
         for j in range(x.shape[0]):
-            out[j] = _fused.exp_diff(x[j], m)
+            out[j] = _exp.exp_diff(x[j], m)
 
     rng = np.random.default_rng(11)
     lowest = -104.0 if dtype == "float32" else -746.0
@@ -296,3 +294,55 @@ def test_fused_exp_is_within_one_and_a_quarter_ulp(dtype):
     y = np.empty_like(special)
     exps(special, np.dtype(dtype).type(1.0), y)
     assert y[0] == 0 and np.isnan(y[1]) and y[2] == 0 and y[3] == 0
+    one = np.empty(1, dtype)
+    exps(np.array([3.25], dtype), np.dtype(dtype).type(3.25), one)
+    assert one[0] == 1.0  # exactly: the kernels count the max's entries by it
+
+
+def test_the_kernels_load_in_the_background_while_ufuncs_serve():
+    """A fresh process: the first call does not wait for Numba (ufunc path, kernels loading in a
+    background thread); once they are ready, the same call runs them, with the same answer."""
+    import subprocess
+    import sys
+
+    code = """
+import os, time, sys
+os.environ.pop("SOFTMAX_MULTI_FUSED", None)
+import numpy as np, softmax_multi as smx
+from softmax_multi.backends import fused
+x = np.random.default_rng(0).standard_normal((1000, 1000)).astype(np.float32)
+first = smx.softmax(x)
+assert not fused.ready(), "the first call waited for the kernels"
+fused.wait_ready(120)
+assert fused.ready()
+again = smx.softmax(x)
+err = np.abs(first.astype(np.float64) - again).max()
+assert err < 1e-6, err
+print("ok")
+"""
+    env = {k: v for k, v in __import__("os").environ.items() if k != "SOFTMAX_MULTI_FUSED"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout + run.stderr[-3000:]
+
+
+@pytest.mark.parametrize("func", list(FUNCS))
+@pytest.mark.parametrize("order", ["big", "little"])
+def test_any_byte_order_through_the_kernels(func, order, rng):
+    """(300, 1000) big-endian data, as read from FITS or HDF5: large enough for the fused kernels."""
+    f, o, log = FUNCS[func]
+    x = (rng.standard_normal((300, 1000)) * 3).astype(">f4" if order == "big" else "<f4")
+    y = f(x, axis=-1)
+    assert y.dtype == np.float32 and y.dtype.isnative
+    oracle.assert_close(y, o(x.astype(np.float32), (1,)), "float32", log_scale=log)
+
+
+def test_numpy_bfloat16_is_served_like_float16(rng):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = (rng.standard_normal((4, 3000)) * 2).astype(ml_dtypes.bfloat16)
+    for name, (f, o, log) in FUNCS.items():
+        y = f(x, axis=-1)
+        assert y.dtype == x.dtype, name
+        expected = o(x.astype(np.float32), (1,)).astype(np.float32).astype(ml_dtypes.bfloat16).astype(np.float32)
+        oracle.assert_close(y.astype(np.float32), expected, "bfloat16", log_scale=log, ulps=1.0)
+    assert smx.softmax(np.zeros(3, np.float32), dtype="bfloat16").dtype == x.dtype
+    assert smx.softmax(np.zeros(3, np.float32), dtype=ml_dtypes.bfloat16).dtype == x.dtype

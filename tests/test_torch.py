@@ -165,3 +165,57 @@ def test_out_on_long_cpu_rows_is_corrected(name):
     out = torch.empty_like(x)
     assert getattr(smx, name)(x, out=out) is out
     oracle.assert_close(out.numpy(), getattr(oracle, name)(x.numpy(), (1,)), "float32", log_scale=name == "log_softmax")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x: smx.softmax(x, -1, where=torch.ones(5, 0, 0, dtype=torch.bool)),
+        lambda x: smx.softmax(x, (1, 2)),
+        lambda x: smx.log_softmax(x, -1),
+        lambda x: smx.logsumexp(x, -1),
+        lambda x: smx.logsumexp(x, -1, return_sign=True)[0],
+    ],
+    ids=["softmax-where", "softmax-tuple-axis", "log_softmax", "logsumexp", "logsumexp-sign"],
+)
+def test_empty_slices_keep_autograd(call):
+    """As torch.masked.softmax does: an empty slice's result is still part of the graph."""
+    x = torch.zeros(5, 0, 0, requires_grad=True)
+    y = call(x)
+    assert y.grad_fn is not None
+    (g,) = torch.autograd.grad(y.sum(), x, allow_unused=False)
+    assert g.shape == x.shape
+    z = torch.zeros(0, requires_grad=True)
+    assert smx.logsumexp(z, 0).grad_fn is not None
+
+
+def test_logsumexp_weight_gradients(rng):
+    """d/db of logsumexp: exp(x - value) times the sign; 0 where b == 0 and x is not finite;
+    d/dx is 0 where b == 0. gradcheck in float64 on the smooth part."""
+    x = torch.tensor(rng.standard_normal((3, 5)), requires_grad=True)
+    b = torch.tensor(rng.standard_normal((3, 5)), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, b: smx.logsumexp(x, -1, b=b, return_sign=True)[0], (x, b), eps=1e-6, atol=1e-7)
+    x2 = torch.tensor([[1.0, np.inf, 2.0, -np.inf, 0.5]], dtype=torch.float64, requires_grad=True)
+    b2 = torch.tensor([[2.0, 0.0, -1.0, 0.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    value, sign = smx.logsumexp(x2, -1, b=b2, return_sign=True)
+    gx, gb = torch.autograd.grad(value.sum(), (x2, b2))
+    expected_b = (sign[:, None] * torch.exp(x2.detach() - value.detach()[:, None])).where(torch.isfinite(x2), 0.0)
+    torch.testing.assert_close(gb, expected_b)
+    assert gb[0, 4] != 0  # b = 0 at a finite x: the true derivative, not 0
+    assert gx[0, 1] == 0 and gx[0, 3] == 0 and gx[0, 4] == 0 and not torch.isnan(gx).any()
+
+
+def test_weighted_and_complex_logsumexp_compile_without_graph_breaks(rng):
+    from softmax_multi import registry
+
+    registry.list_backends()
+    x = torch.tensor(rng.standard_normal((4, 6)))
+    b = torch.tensor(rng.standard_normal((4, 6)))
+    f = torch.compile(lambda x, b: smx.logsumexp(x, -1, b=b, return_sign=True), fullgraph=True)
+    got = f(x, b)
+    want = smx.logsumexp(x, -1, b=b, return_sign=True)
+    torch.testing.assert_close(got[0], want[0])
+    torch.testing.assert_close(got[1], want[1])
+    z = torch.complex(x, b)
+    g = torch.compile(lambda z: smx.logsumexp(z, -1), fullgraph=True)
+    torch.testing.assert_close(g(z), smx.logsumexp(z, -1))
