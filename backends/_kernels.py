@@ -501,3 +501,115 @@ def _columns(func, x, out, t0, t1, width, ms, ss):
                     out[o, r, j0 + j] = exp_diff(v, mj) * x.dtype.type(t[j])
                 else:
                     out[o, r, j0 + j] = np.float64(v - mj) - t[j]
+
+
+# --- logsumexp with weights (SciPy's b=): two passes over each row of x and b ------------------
+
+
+@numba.njit(fastmath={"nnan", "nsz", "reassoc"}, **_JIT)
+def _weighted_max(xs, bs):
+    """The max of xs where bs != 0 (-inf if there is none); may miss a NaN (counted apart)."""
+    wide_vectors()
+    neg_inf = xs.dtype.type(-np.inf)
+    m = neg_inf
+    for j in range(xs.shape[0]):
+        m = maxnum(m, xs[j] if bs[j] != 0 else neg_inf)
+    return m
+
+
+@numba.njit(**_JIT)
+def _weighted_nans(xs, bs):
+    """How many entries make the slice NaN: a NaN weight, or a NaN x of non-zero weight."""
+    wide_vectors()
+    count = 0
+    for j in range(xs.shape[0]):
+        count += 1 if (bs[j] != bs[j]) or (bs[j] != 0 and xs[j] != xs[j]) else 0
+    return count
+
+
+@numba.njit(fastmath=EXP_FLAGS, **_JIT)
+def _weighted_terms(xs, bs, m, es):
+    """es[:] = b exp(x - m) where b != 0 and x < m, else 0 (the max's entries are counted apart)."""
+    wide_vectors()
+    for j in range(xs.shape[0]):
+        es[j] = bs[j] * exp_diff(xs[j], m) if bs[j] != 0 and xs[j] != m else es.dtype.type(0.0)
+
+
+@numba.njit(fastmath=_SUM, **_JIT)
+def _weighted_top(xs, bs, m):
+    """The weight at the max: the sum of b where x == m."""
+    wide_vectors()
+    k = 0.0
+    for j in range(xs.shape[0]):
+        k += np.float64(bs[j]) if xs[j] == m else 0.0
+    return k
+
+
+@numba.njit(**_JIT)
+def weighted_stats(xs, bs, scratch):
+    """(m, k, t, nan) of one weighted slice: the max of the entries of non-zero weight, the weight
+    at it, the weighted sum of exp(x - m) below it, and whether it is NaN."""
+    if _weighted_nans(xs, bs):
+        return np.nan, 0.0, 0.0, True
+    m = _weighted_max(xs, bs)
+    if not -np.inf < m < np.inf:
+        k = _weighted_top(xs, bs, m) if m == np.inf else 0.0
+        return np.float64(m), k, 0.0, False
+    n = xs.shape[0]
+    k = _weighted_top(xs, bs, m)
+    s = 0.0
+    c = 0.0
+    for a in range(0, n, BLOCK):
+        b = min(a + BLOCK, n)
+        es = scratch[: b - a]
+        _weighted_terms(xs[a:b], bs[a:b], m, es)
+        _, tr = _sum_parts(es, False)
+        u = s + tr
+        c += (s - u) + tr if s >= tr else (tr - u) + s
+        s = u
+    return np.float64(m), k, s + c, False
+
+
+@numba.njit(**_JIT)
+def weighted_finish(m, k, t, nan, empty, return_sign):
+    """(value, sign) from a weighted slice's statistics, as softmax_multi.reference's
+    logsumexp_from_stats: -inf with sign -1 for an empty slice (SciPy's), NaN for a negative
+    total without return_sign."""
+    if empty:
+        return -np.inf, -1.0
+    if nan:
+        return np.nan, np.nan
+    if m == -np.inf:
+        return -np.inf, 0.0
+    if m == np.inf:
+        if k == 0 or math.isnan(k):
+            return np.nan, np.nan
+        sign = 1.0 if k > 0 else -1.0
+        return (np.inf if return_sign or sign > 0 else np.nan), sign
+    total = k + t
+    sign = 1.0 if total > 0 else (-1.0 if total < 0 else 0.0)
+    if k == 0:
+        r = m + math.log(abs(t)) if t != 0 else -np.inf
+    else:
+        u = (sign * k - 1.0) + sign * t
+        r = m + math.log1p(u) if u > -1.0 else -np.inf
+    if sign < 0 and not return_sign:
+        r = np.nan
+    return r, sign
+
+
+@numba.njit(**_JIT)
+def weighted_rows(x, b, value, sign, state, step, return_sign, scratch):
+    """logsumexp with weights b (of x's shape) of the rows of the 2-D x: value[i], sign[i]."""
+    n = x.shape[1]
+    while True:
+        r0, r1 = _claim(state, CLAIMED, step, x.shape[0])
+        if r0 >= r1:
+            return
+        for i in range(r0, r1):
+            if n == 0:
+                value[i], sign[i] = weighted_finish(0.0, 0.0, 0.0, False, True, return_sign)
+                continue
+            m, k, t, nan = weighted_stats(x[i], b[i], scratch)
+            value[i], sign[i] = weighted_finish(m, k, t, nan, False, return_sign)
+        fetch_add(state, DONE, r1 - r0)

@@ -32,7 +32,19 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LOGSUMEXP", "LOG_SOFTMAX", "MIN_SIZE", "PARALLEL_MIN_SIZE", "SOFTMAX", "THREADS", "kernels", "ready", "run", "wait_ready"]
+__all__ = [
+    "LOGSUMEXP",
+    "LOG_SOFTMAX",
+    "MIN_SIZE",
+    "PARALLEL_MIN_SIZE",
+    "SOFTMAX",
+    "THREADS",
+    "kernels",
+    "ready",
+    "run",
+    "wait_ready",
+    "weighted",
+]
 
 SOFTMAX, LOG_SOFTMAX, LOGSUMEXP = 0, 1, 2  # the function to compute (as the kernels number them)
 
@@ -144,6 +156,8 @@ def _warm(k: ModuleType) -> None:
                 y = np.empty((shape[0], 1 if func == k.LOGSUMEXP else shape[1], shape[2]), dtype)
                 _dispatch(k, func, x, y, 1)
             _long_row(k, func, np.zeros(12, dtype), np.empty(1 if func == k.LOGSUMEXP else 12, dtype), 1)
+        x = np.zeros((2, 3), dtype)
+        k.weighted_rows(x, x, np.empty(2, dtype), np.empty(2, dtype), np.zeros(k.STATE_SIZE, np.int64), 1, True, np.empty(k.BLOCK, dtype))
 
 
 def _forget_threads() -> None:
@@ -191,6 +205,33 @@ def run(func: int, x: np.ndarray, axes: tuple[int, ...], out: np.ndarray | None 
         np.copyto(out, y)
         return out
     return y
+
+
+def weighted(x: np.ndarray, b: np.ndarray, axes: tuple[int, ...], return_sign: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """logsumexp of ``x`` with weights ``b`` (real, of x's shape and dtype) over ``axes``, the reduced
+    axes kept: ``(value, sign)``; None where the kernels do not apply (then nothing is computed)."""
+    if (
+        x.size < MIN_SIZE
+        or x.dtype.char not in "fd"
+        or not x.dtype.isnative
+        or b.dtype != x.dtype
+        or not x.flags.c_contiguous
+        or not axes
+        or axes != tuple(range(axes[0], x.ndim))  # the trailing axes: rows of x and b
+    ):
+        return None
+    k = kernels()
+    if k is None:
+        return None
+    outer = math.prod(x.shape[: axes[0]])
+    x2 = x.reshape(outer, -1)
+    b2 = np.ascontiguousarray(b).reshape(outer, -1)  # a broadcast b is laid out once
+    value, sign = np.empty((2, outer), x.dtype)
+    threads = THREADS if x.size >= PARALLEL_MIN_SIZE else 1
+    step = max(1, CHUNK // max(x2.shape[1], 1))
+    _share(threads, lambda state, _: k.weighted_rows(x2, b2, value, sign, state, step, return_sign, np.empty(k.BLOCK, x.dtype)), outer)
+    kept = x.shape[: axes[0]] + (1,) * len(axes)
+    return value.reshape(kept), sign.reshape(kept)
 
 
 def _dispatch(k: ModuleType, func: int, x3: np.ndarray, y3: np.ndarray, threads: int) -> None:

@@ -14,6 +14,7 @@ import tempfile
 
 import numpy as np
 
+from softmax_multi import reference
 from softmax_multi.registry import BackendSpec
 
 from . import fused
@@ -196,6 +197,20 @@ def _log_sum_exp_shifted(z: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     return np.log1p((k - 1) + t, out=t)
 
 
+def weighted_logsumexp(x, axes, where, keepdims, b, return_sign):
+    """logsumexp with weights (SciPy's b=) or return_sign: the fused kernels for real float32 and
+    float64 rows, the reference implementation otherwise (complex input, other layouts)."""
+    x = _array(x)
+    if b is not None and where is not None:  # masked entries take no part, as weights of 0
+        b = np.where(where, b, 0)
+    if b is not None and x.ndim:
+        r = fused.weighted(x, b, axes, return_sign)
+        if r is not None:
+            value, sign = r if keepdims else (np.squeeze(r[0], axis=axes), np.squeeze(r[1], axis=axes))
+            return (value, sign) if return_sign else value
+    return reference.logsumexp(x, axes, None if b is not None else where, keepdims, b, return_sign, xp=NAMESPACE)
+
+
 def _from_numpy(a: np.ndarray, device: str | None = None) -> np.ndarray:
     return np.array(a, copy=True)
 
@@ -248,6 +263,7 @@ spec = BackendSpec(
     softmax=softmax,
     log_softmax=log_softmax,
     logsumexp=logsumexp,
+    weighted_logsumexp=weighted_logsumexp,
     from_numpy=_from_numpy,
     to_numpy=np.asarray,
     devices=lambda: ["cpu"],
