@@ -26,14 +26,32 @@ def backend(request) -> Backend:
     return Backend.named(request.param)
 
 
+DOCUMENTS = [pathlib.Path(__file__).parent.parent / "README.md", *sorted((pathlib.Path(__file__).parent.parent / "docs").glob("*.md"))]
+
+
+def python_blocks() -> list[tuple[str, str]]:
+    """Every ```python block of README.md and docs/*.md: (where, code)."""
+    blocks = []
+    for path in DOCUMENTS:
+        text = path.read_text()
+        start = 0
+        while (start := text.find("```python\n", start)) >= 0:
+            start += len("```python\n")
+            end = text.index("```", start)
+            line = text.count("\n", 0, start) + 1
+            blocks.append((f"{path.name}:{line}", text[start:end]))
+            start = end + 3
+    return blocks
+
+
 @pytest.fixture
 def readme_example():
-    """``readme_example(first_line)``: the README's Python example that starts with that line."""
+    """``readme_example(first_line)``: the Python example of README.md or docs/ that starts with that line."""
 
     def find(first_line: str) -> str:
-        readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
-        start = readme.index("```python\n" + first_line) + len("```python\n")
-        return readme[start : readme.index("```", start)]
+        matches = [code for _, code in python_blocks() if code.startswith(first_line)]
+        assert len(matches) == 1, f"{len(matches)} examples start with {first_line!r}"
+        return matches[0]
 
     return find
 
@@ -90,3 +108,58 @@ def plugin_path(tmp_path, monkeypatch):
         origin = str(getattr(sys.modules[name], "__file__", "") or "")
         if str(tmp_path) in origin or str(PLUGINS) in origin:
             del sys.modules[name]
+
+
+# --- the third-party certifications, started in the background (tests/test_third_party.py) -----
+
+_CERTIFYING: dict = {}
+THIRD_PARTY_MAX_EXAMPLES = "20"  # Hypothesis examples per property: each example costs Cubed a computation
+
+
+def _readme_plugin() -> tuple[str, dict[str, str]]:
+    """The README's plugin example: its module source and its entry points, as written there."""
+    import re
+
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Register a backend"):]
+    toml = section[section.index("```toml\n") + 8 : section.index("```", section.index("```toml\n") + 8)]
+    module = section[section.index("```python\n") + 10 : section.index("```", section.index("```python\n") + 10)]
+    entry_points = dict(re.findall(r'^(\w+) = "([^"]+)"$', toml, flags=re.M))
+    return module, entry_points
+
+
+def _start_certifying(root: pathlib.Path) -> None:
+    import subprocess
+    import sys
+
+    module, readme_entry_points = _readme_plugin()
+    (root / "ndonnx").mkdir()
+    write_distribution(root / "ndonnx", "smx-ndonnx", readme_entry_points, {"smx_ndonnx": module})
+    (root / "cubed").mkdir()
+    write_distribution(root / "cubed", "smx-cubed", {"cubed": "smx_cubed:spec"})
+    for name in ("ndonnx", "cubed"):
+        where = root / name
+        report = where / "report.json"
+        cmd = [sys.executable, "-m", "softmax_multi.cli", "conformance", "--smx-backend", name,
+               "--smx-max-examples", THIRD_PARTY_MAX_EXAMPLES, "--json", str(report)]
+        out, err = open(where / "stdout", "w"), open(where / "stderr", "w")
+        _CERTIFYING[name] = (subprocess.Popen(cmd, cwd=where, env=plugin_env(where), stdout=out, stderr=err), where, report)
+
+
+def pytest_collection_finish(session):
+    if any(item.path.name == "test_third_party.py" for item in session.items):
+        import tempfile
+
+        _start_certifying(pathlib.Path(tempfile.mkdtemp(prefix="smx-third-party-")))
+
+
+def third_party_certification(name: str):
+    """The finished certification run of ``name`` (ndonnx or cubed) and the path of its JSON report."""
+    import subprocess
+    import tempfile
+
+    if name not in _CERTIFYING:  # not started at collection (a test selected another way)
+        _start_certifying(pathlib.Path(tempfile.mkdtemp(prefix="smx-third-party-")))
+    proc, where, report = _CERTIFYING[name]
+    proc.wait(timeout=1800)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, (where / "stdout").read_text(), (where / "stderr").read_text()), report
