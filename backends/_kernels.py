@@ -272,6 +272,7 @@ def _claim(state, counter, step, total):
     lo = min(fetch_add(state, counter, step), total)
     return lo, min(lo + step, total)
 
+
 # Each kernel below repeats the loop "claim a range, work on it, add it to DONE". A generator
 # yielding the claimed ranges would say it once, but a cached kernel that iterates a cached
 # Numba generator fails to load from the cache in a fresh process (KeyError on the generator

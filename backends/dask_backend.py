@@ -87,8 +87,16 @@ def statistics(x: Any, axes: tuple[int, ...], where: Any = None, b: Any = None) 
     extra = tuple(a for a in (where, b) if a is not None)
     chunks = ((3,),) + tuple((1,) * len(c) if i in axes else c for i, c in enumerate(x.chunks))
     per_block = da.map_blocks(
-        _block_stats, x, *extra, axes=axes, masked=where is not None, weighted=b is not None,
-        new_axis=0, chunks=chunks, dtype=x.dtype, meta=x._meta,
+        _block_stats,
+        x,
+        *extra,
+        axes=axes,
+        masked=where is not None,
+        weighted=b is not None,
+        new_axis=0,
+        chunks=chunks,
+        dtype=x.dtype,
+        meta=x._meta,
     )
     merged = da.reduction(
         per_block,

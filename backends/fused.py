@@ -157,7 +157,9 @@ def _warm(k: ModuleType) -> None:
                 _dispatch(k, func, x, y, 1)
             _long_row(k, func, np.zeros(12, dtype), np.empty(1 if func == k.LOGSUMEXP else 12, dtype), 1)
         x = np.zeros((2, 3), dtype)
-        k.weighted_rows(x, x, np.empty(2, dtype), np.empty(2, dtype), np.zeros(k.STATE_SIZE, np.int64), 1, True, np.empty(k.BLOCK, dtype))
+        k.weighted_rows(
+            x, x, np.empty(2, dtype), np.empty(2, dtype), np.zeros(k.STATE_SIZE, np.int64), 1, True, np.empty(k.BLOCK, dtype)
+        )
 
 
 def _forget_threads() -> None:
@@ -229,7 +231,11 @@ def weighted(x: np.ndarray, b: np.ndarray, axes: tuple[int, ...], return_sign: b
     value, sign = np.empty((2, outer), x.dtype)
     threads = THREADS if x.size >= PARALLEL_MIN_SIZE else 1
     step = max(1, CHUNK // max(x2.shape[1], 1))
-    _share(threads, lambda state, _: k.weighted_rows(x2, b2, value, sign, state, step, return_sign, np.empty(k.BLOCK, x.dtype)), outer)
+    _share(
+        threads,
+        lambda state, _: k.weighted_rows(x2, b2, value, sign, state, step, return_sign, np.empty(k.BLOCK, x.dtype)),
+        outer,
+    )
     kept = x.shape[: axes[0]] + (1,) * len(axes)
     return value.reshape(kept), sign.reshape(kept)
 
@@ -240,11 +246,27 @@ def _dispatch(k: ModuleType, func: int, x3: np.ndarray, y3: np.ndarray, threads:
     if inner > 1:
         step = max(1, CHUNK // (n * COLUMN_TILE))
         tiles = outer * -(-inner // COLUMN_TILE)
-        _share(threads, lambda state, _: k.columns(func, x3, y3, state, step, COLUMN_TILE, np.empty(COLUMN_TILE), np.empty(3 * COLUMN_TILE)), tiles)
+        _share(
+            threads,
+            lambda state, _: k.columns(func, x3, y3, state, step, COLUMN_TILE, np.empty(COLUMN_TILE), np.empty(3 * COLUMN_TILE)),
+            tiles,
+        )
         return
     x2, y2 = x3.reshape(outer, n), y3.reshape(outer, -1)
     if 0 < n <= k.SHORT:
-        _share(threads, lambda state, _: k.short_rows(func, x2.reshape(-1), y2.reshape(-1), n, state, np.empty(k.SHORT_CHUNK, x2.dtype), np.empty(k.SHORT_CHUNK * n, x2.dtype)), outer)
+        _share(
+            threads,
+            lambda state, _: k.short_rows(
+                func,
+                x2.reshape(-1),
+                y2.reshape(-1),
+                n,
+                state,
+                np.empty(k.SHORT_CHUNK, x2.dtype),
+                np.empty(k.SHORT_CHUNK * n, x2.dtype),
+            ),
+            outer,
+        )
     elif outer >= ROWS_PER_THREAD * threads or n * threads < CHUNK:
         step = max(1, CHUNK // max(n, 1))
         _share(threads, lambda state, _: k.rows(func, x2, y2, state, step, *_scratch(k, x2.dtype)), outer)
@@ -267,7 +289,9 @@ def _long_row(k: ModuleType, func: int, row: np.ndarray, res: np.ndarray, thread
 
     def part(state: np.ndarray, caller: bool) -> None:
         scratch = np.empty(k.BLOCK, row.dtype)
-        while not (done := k.long_row(func, row, res, state, step, block, ms, ks, ts, cms, cks, cts, scratch, taken, caller, SPINS)):
+        while not (
+            done := k.long_row(func, row, res, state, step, block, ms, ks, ts, cms, cks, cts, scratch, taken, caller, SPINS)
+        ):
             os.sched_yield()  # waited long for another thread's blocks: let it have the core
         if done < 0:
             raise _Failed
@@ -300,7 +324,9 @@ def _share(threads: int, part: Callable[[np.ndarray, bool], Any], total: int, co
         _wait(k, state, k.DONE if counter is None else counter, total)
     except _Failed:  # raise the error of the thread that failed first
         errors = [f.exception() for f in futures if not f.cancelled()]
-        raise next((e for e in errors if e is not None and not isinstance(e, _Failed)), RuntimeError("softmax-multi: a thread failed")) from None
+        raise next(
+            (e for e in errors if e is not None and not isinstance(e, _Failed)), RuntimeError("softmax-multi: a thread failed")
+        ) from None
     finally:
         for f in futures:
             f.cancel()

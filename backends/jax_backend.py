@@ -122,7 +122,7 @@ def _grad(f: Any) -> Any:
 def _dtypes() -> tuple[str, ...]:
     import jax
 
-    x64 = ("float64", "complex128") if jax.config.jax_enable_x64 else ()
+    x64 = ("float64", "complex128") if jax.config.read("jax_enable_x64") else ()
     return ("float16", "bfloat16", "float32", "complex64", *x64)
 
 

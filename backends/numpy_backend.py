@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import tempfile
+from typing import Any
 
 import numpy as np
 
@@ -44,14 +45,14 @@ class _NumPyNamespace:
         return getattr(np, name)
 
     @staticmethod
-    def isdtype(dtype: object, kind: object) -> bool:
+    def isdtype(dtype: Any, kind: Any) -> bool:
         if _is_bfloat16(dtype):
             kinds = kind if isinstance(kind, tuple) else (kind,)
             return "real floating" in kinds or "numeric" in kinds
         return np.isdtype(dtype, kind)
 
     @staticmethod
-    def finfo(dtype: object) -> object:
+    def finfo(dtype: Any) -> Any:
         if _is_bfloat16(dtype):
             import ml_dtypes
 
@@ -98,7 +99,7 @@ def _quiet() -> np.errstate:
 def _shift_stats(x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None):
     """``src`` (x, or a fresh copy with masked entries at -inf) and its max over ``axes``."""
     src = x if where is None else np.where(where, x, _NEG_INF)
-    return src, _max(src, axes, None, None, True, _NEG_INF)
+    return src, _max(src, axis=axes, keepdims=True, initial=_NEG_INF)
 
 
 def softmax(x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
@@ -125,7 +126,7 @@ def _target(src: np.ndarray, x: np.ndarray, out: np.ndarray | None) -> np.ndarra
 def _softmax_shifted(src, x, m, axes, where, finite, out):
     out = np.subtract(src, m, out=_target(src, x, out))
     np.exp(out, out=out)
-    s = _sum(out, axes, None, None, True)
+    s = _sum(out, axis=axes, keepdims=True)
     np.divide(out, s, out=out)
     # With every max finite, masked entries are exp(-inf)/s = 0 already; otherwise a fully masked
     # slice computed 0/0 and a slice holding NaN or +inf spread NaN to its masked entries.
@@ -134,7 +135,9 @@ def _softmax_shifted(src, x, m, axes, where, finite, out):
     return out
 
 
-def log_softmax(x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+def log_softmax(
+    x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None = None, out: np.ndarray | None = None
+) -> np.ndarray:
     x = _array(x)
     if where is None:
         y = fused.run(fused.LOG_SOFTMAX, x, axes, out)
@@ -159,9 +162,7 @@ def _log_softmax_shifted(src, x, m, axes, where, finite, out):
     return out
 
 
-def logsumexp(
-    x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None = None, keepdims: bool = False
-) -> np.ndarray:
+def logsumexp(x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None = None, keepdims: bool = False) -> np.ndarray:
     x = _array(x)
     if where is None:
         r = fused.run(fused.LOGSUMEXP, x, axes)
@@ -192,7 +193,7 @@ def _log_sum_exp_shifted(z: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     top = z == 0
     e = np.exp(z)
     np.copyto(e, 0.0, where=top)
-    t = _sum(e, axes, None, None, True)
+    t = _sum(e, axis=axes, keepdims=True)
     k = np.count_nonzero(top, axis=axes, keepdims=True)
     return np.log1p((k - 1) + t, out=t)
 

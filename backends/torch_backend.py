@@ -14,11 +14,11 @@ import inspect
 from typing import Any
 
 import numpy as np
+
+from softmax_multi import reference
 from softmax_multi.backends import fused
 from softmax_multi.backends.numpy_backend import log_softmax as log_softmax_np
 from softmax_multi.backends.numpy_backend import softmax as softmax_np
-
-from softmax_multi import reference
 from softmax_multi.registry import BackendSpec
 
 # The reference implementation without its NumPy-warning filter: torch computes without NumPy,

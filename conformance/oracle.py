@@ -114,7 +114,7 @@ def softmax(x, axes, where=None) -> np.ndarray:
         lse = _row_lse(v)
         if v.size == 0:
             return out
-        if np.isnan(lse) or lse == np.inf or lse == -np.inf:  # NaN, +inf, or all -inf
+        if not np.isfinite(lse):  # NaN, +inf, or all -inf
             out[mask] = np.nan
         else:
             # exp(v - m) / s, not exp(v - lse): near the float32/float64 maximum, lse = m + log(s)
@@ -205,7 +205,10 @@ def ulp_error(actual, expected, dtype_name: str, *, log_scale: bool = False) -> 
     """
     if np.iscomplexobj(actual) or np.iscomplexobj(expected):  # each part on its own
         parts = [(np.real, "real"), (np.imag, "imag")]
-        return max(ulp_error(part(np.asarray(actual)), part(np.asarray(expected)), _real_name(dtype_name), log_scale=log_scale) for part, _ in parts)
+        return max(
+            ulp_error(part(np.asarray(actual)), part(np.asarray(expected)), _real_name(dtype_name), log_scale=log_scale)
+            for part, _ in parts
+        )
     a = np.asarray(actual, dtype=np.longdouble)
     e = np.asarray(expected, dtype=np.longdouble)
     if a.shape != e.shape:

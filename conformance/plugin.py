@@ -30,7 +30,6 @@ from softmax_multi._args import dtype_name
 
 from .options import DEFAULT_MAX_EXAMPLES, OPTIONS
 
-
 # The dtypes a test may ask for by fixture name; each backend is asked only for those it declares.
 DTYPE_FIXTURES = {
     "float_dtype": ("float32", "float64"),
@@ -119,11 +118,7 @@ def resolve_backend(name: str) -> registry.BackendSpec:
 
 def testable_backends() -> list[str]:
     """Every ready backend that can take NumPy test data."""
-    return [
-        r.name
-        for r in smx.list_backends()
-        if r.status == "ready" and smx.get_backend(r.name).from_numpy is not None
-    ]
+    return [r.name for r in smx.list_backends() if r.status == "ready" and smx.get_backend(r.name).from_numpy is not None]
 
 
 def agreement_partners(names: list[str]) -> list[str]:
@@ -195,7 +190,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     axes: list[tuple[str, Callable[[registry.BackendSpec], Iterable[str]]]] = []
     for fixture, candidates in DTYPE_FIXTURES.items():
         if fixture in fixtures:
-            axes.append((fixture, lambda spec, c=candidates: [d for d in c if d in spec.dtype_names()]))
+            axes.append((fixture, lambda spec, c=candidates: [d for d in c if d in spec.dtype_names()]))  # type: ignore[misc]
     if "transform_name" in fixtures:  # every transform each backend declares
         axes.append(("transform_name", lambda spec: sorted(spec.transforms)))
     if "device" in fixtures:  # every device the backend offers here (CUDA on a GPU machine)
@@ -283,7 +278,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             items[:] = [i for i in items if i not in slow]
             suite = [i for i in suite if i not in slow]
     # A backend that declares nothing for a check gives an empty parameter set: nothing to test.
-    empty = [i for i in suite if any("got empty parameter set" in str(m.kwargs.get("reason", "")) for m in i.iter_markers("skip"))]
+    empty = [
+        i for i in suite if any("got empty parameter set" in str(m.kwargs.get("reason", "")) for m in i.iter_markers("skip"))
+    ]
     if empty:
         config.hook.pytest_deselected(items=empty)
         items[:] = [i for i in items if i not in empty]

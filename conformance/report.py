@@ -58,14 +58,15 @@ class Collector:
             if report.when != "call" and outcome == "passed":
                 return
             check, names, test = self.where.get(report.nodeid, (report.nodeid, ["?"], report.nodeid))
-            props = dict(report.user_properties)
+            props: dict[str, Any] = dict(report.user_properties)
             eps = props.get("eps")
             if outcome == "failed" and props.get("blame"):  # a disagreement charged to who disagrees with the oracle
                 names = [n for n in names if n in props["blame"]] or names
             elif len(names) > 1:  # a pair that agrees: a pass for the backends under test
                 names = [n for n in names if n in self.under_test] or names
             for name in names:
-                cell = self.cells.setdefault((check, name), {"status": "passed", "max_eps": None, "failing_eps": None, "failures": []})
+                empty: dict[str, Any] = {"status": "passed", "max_eps": None, "failing_eps": None, "failures": []}
+                cell = self.cells.setdefault((check, name), empty)
                 if _ORDER[outcome] > _ORDER[cell["status"]]:
                     cell["status"] = outcome
                 if outcome == "failed":
@@ -143,7 +144,16 @@ def run(
     extra_report: dict[str, Any] | None = None,
 ) -> tuple[int, Collector]:
     """Run the suite; return pytest's exit code and the collected matrix."""
-    args = ["-p", "softmax_multi.conformance.plugin", "--pyargs", "softmax_multi.conformance", "-p", "no:cacheprovider", "--smx-tier", tier]
+    args = [
+        "-p",
+        "softmax_multi.conformance.plugin",
+        "--pyargs",
+        "softmax_multi.conformance",
+        "-p",
+        "no:cacheprovider",
+        "--smx-tier",
+        tier,
+    ]
     for name in backends:
         args += ["--smx-backend", name]
     if max_examples is not None:

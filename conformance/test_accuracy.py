@@ -6,9 +6,9 @@ import functools
 
 import numpy as np
 import pytest
-from softmax_multi.conformance import oracle
 
 import softmax_multi as smx
+from softmax_multi.conformance import oracle
 
 SLOW = pytest.mark.slow
 LENGTHS = [1_000, 4_096, 32_000, 100_000, pytest.param(1_000_000, marks=SLOW), pytest.param(10_000_000, marks=SLOW)]

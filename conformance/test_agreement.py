@@ -7,8 +7,11 @@ broken backend does not fail the pairs of every healthy one beside it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
+
 from softmax_multi.conformance import oracle
 from softmax_multi.conformance.functions import FUNCTIONS, axes_of
 from softmax_multi.conformance.plugin import Backend
@@ -17,7 +20,9 @@ SPECIAL = np.array(
     [[1.0, np.inf, 2.0, 0.5], [1.0, np.nan, 2.0, 0.5], [-np.inf] * 4, [-np.inf, 0.0, 1.0, 3.0], [88.0, 89.0, 100.0, -100.0]]
 )
 MASK = np.array([[True, False, True, True], [False] * 4, [True, True, False, True], [True] * 4, [True, False, False, True]])
-WEIGHTS = np.array([[1.0, 0.0, -1.0, 2.0], [0.5, 0.5, 0.5, 0.5], [1.0, -1.0, 1.0, -1.0], [0.0, 3.0, 1.0, 1.0], [1.0, 1.0, -0.5, 0.0]])
+WEIGHTS = np.array(
+    [[1.0, 0.0, -1.0, 2.0], [0.5, 0.5, 0.5, 0.5], [1.0, -1.0, 1.0, -1.0], [0.0, 3.0, 1.0, 1.0], [1.0, 1.0, -0.5, 0.0]]
+)
 
 
 def _results(name, func, x_np, **kw):
@@ -40,7 +45,7 @@ def test_backends_agree_pairwise(backend_pair, func, case, measured, record_prop
     log_scale = FUNCTIONS[func].log_scale
     for dtype in [d for d in ("float32", "float64") if d in both]:
         x = SPECIAL.astype(dtype) if "special" in case else (rng.standard_normal((5, 4)) * 10).astype(dtype)
-        kw = {"axis": (0, 1) if case == "tuple_axis" else -1}
+        kw: dict[str, Any] = {"axis": (0, 1) if case == "tuple_axis" else -1}
         if "masked" in case:
             kw["where"] = MASK
         if case == "weighted":
@@ -60,6 +65,12 @@ def test_backends_agree_pairwise(backend_pair, func, case, measured, record_prop
         err = measured(oracle.ulp_error(ya, yb, dtype, log_scale=log_scale))
         if not err <= 2 * oracle.TOLERANCE_ULPS[dtype]:
             truth = FUNCTIONS[func].truth(x, axes_of(kw["axis"], 2), kw.get("where"), **({"b": kw["b"]} if "b" in kw else {}))
-            wrong = [n for n in (a, b) if not oracle.ulp_error(results[n], truth, dtype, log_scale=log_scale) <= oracle.TOLERANCE_ULPS[dtype]]
+            wrong = [
+                n
+                for n in (a, b)
+                if not oracle.ulp_error(results[n], truth, dtype, log_scale=log_scale) <= oracle.TOLERANCE_ULPS[dtype]
+            ]
             record_property("blame", wrong or [a, b])
-            raise AssertionError(f"{a} and {b} differ by {err:.3g} eps ({dtype}); off the oracle: {', '.join(wrong) or 'neither'}")
+            raise AssertionError(
+                f"{a} and {b} differ by {err:.3g} eps ({dtype}); off the oracle: {', '.join(wrong) or 'neither'}"
+            )

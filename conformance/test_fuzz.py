@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
+import softmax_multi as smx
 from softmax_multi.conformance import oracle
 from softmax_multi.conformance.functions import axes_of
 from softmax_multi.conformance.plugin import suite_settings
-
-import softmax_multi as smx
 
 FUNCS = ["softmax", "log_softmax", "logsumexp"]
 
@@ -30,12 +30,28 @@ def inputs(draw, dtypes):
     finfo = np.finfo(dtype)
     values = st.one_of(
         st.floats(-20, 20, width=finfo.bits),
-        st.sampled_from([np.inf, -np.inf, np.nan, float(finfo.max), -float(finfo.max), float(finfo.smallest_subnormal), -float(finfo.tiny), 0.0]),
+        st.sampled_from(
+            [
+                np.inf,
+                -np.inf,
+                np.nan,
+                float(finfo.max),
+                -float(finfo.max),
+                float(finfo.smallest_subnormal),
+                -float(finfo.tiny),
+                0.0,
+            ]
+        ),
     )
     x = draw(hnp.arrays(dtype, shape, elements=values))
     ndim = len(shape)
-    axis = draw(st.one_of(st.none(), st.integers(-max(ndim, 1), max(ndim, 1) - 1),
-                          st.lists(st.integers(0, ndim - 1), unique=True).map(tuple) if ndim else st.just(())))
+    axis = draw(
+        st.one_of(
+            st.none(),
+            st.integers(-max(ndim, 1), max(ndim, 1) - 1),
+            st.lists(st.integers(0, ndim - 1), unique=True).map(tuple) if ndim else st.just(()),
+        )
+    )
     where = draw(st.one_of(st.none(), hnp.arrays(np.bool_, shape)))
     return x, axis, where
 

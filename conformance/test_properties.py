@@ -6,10 +6,10 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from softmax_multi.conformance import oracle
-from softmax_multi.conformance.plugin import suite_settings
 
 import softmax_multi as smx
+from softmax_multi.conformance import oracle
+from softmax_multi.conformance.plugin import suite_settings
 
 TOL = oracle.TOLERANCE_ULPS["float32"] * float(np.finfo(np.float32).eps)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from softmax_multi.conformance import oracle
-from softmax_multi.conformance.functions import FUNCTIONS, axes_of
 
 import softmax_multi as smx
+from softmax_multi.conformance import oracle
+from softmax_multi.conformance.functions import FUNCTIONS, axes_of
 
 ALL_FUNCS = pytest.mark.parametrize("func", list(FUNCTIONS))
 
@@ -240,8 +240,8 @@ def test_complex_logsumexp(backend, complex_dtype, return_sign, measured):
     expected = oracle.logsumexp(x_np, (1,), return_sign=return_sign)
     parts = zip(got, expected) if return_sign else [(got, expected)]
     real = "float32" if complex_dtype == "complex64" else "float64"
-    for i, (ours, truth) in enumerate(parts):
-        ours = backend.numpy(ours)
+    for i, (result, truth) in enumerate(parts):
+        ours = backend.numpy(result)
         want = np.dtype(real) if return_sign and i == 0 else np.dtype(complex_dtype)
         assert ours.dtype == want, f"dtype {ours.dtype}, expected {want}"
         oracle.assert_close(ours, truth, complex_dtype, log_scale=True, record=measured)
@@ -296,7 +296,10 @@ def test_masked_entries_of_non_finite_slices(backend, func):
 
 WEIGHT_CASES = {
     "positive": ([[1.0, 2.0, 3.0], [1000.0, 1000.0, 999.0]], [[1.0, 2.0, 0.5], [1.2, 1.2, 3.0]]),
-    "negative_total": ([[1.0, 2.0, 3.0], [3.06409428, 0.37251854, 3.87471931]], [[1.0, 1.0, -2.0], [1.88190708, 2.84174795, -3.85016884]]),
+    "negative_total": (
+        [[1.0, 2.0, 3.0], [3.06409428, 0.37251854, 3.87471931]],
+        [[1.0, 1.0, -2.0], [1.88190708, 2.84174795, -3.85016884]],
+    ),
     "cancelling_at_the_max": ([[5.0, 5.0, 1.0], [2.0, 2.0, 2.0]], [[1.0, -1.0, 1.0], [1.0, -1.0, 0.0]]),
     "zero_weights_hold_inf_and_nan": ([[np.inf, 1.0, np.nan], [-np.inf, 10000.0, 2.0]], [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]),
     "non_finite": ([[np.inf, 1.0, 2.0], [np.inf, np.inf, 0.0]], [[-1.0, 1.0, 1.0], [1.0, -1.0, 1.0]]),
@@ -316,8 +319,8 @@ def _check_weighted(backend, x_np, b_np, measured, **kw):
     if not kw.get("return_sign"):
         got, expected = [got], [expected]
     dtype = str(np.result_type(x_np, b_np))
-    for ours, truth in zip(got, expected):
-        ours = backend.numpy(ours)
+    for result, truth in zip(got, expected):
+        ours = backend.numpy(result)
         assert ours.dtype == np.dtype(dtype), f"dtype {ours.dtype}, expected {dtype}"
         oracle.assert_close(ours, truth, dtype, log_scale=True, record=measured)
 

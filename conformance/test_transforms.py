@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from softmax_multi.conformance import oracle
-from softmax_multi.conformance.plugin import Backend
 
 import softmax_multi as smx
+from softmax_multi.conformance import oracle
+from softmax_multi.conformance.plugin import Backend
 from softmax_multi.registry import GRADIENT_TRANSFORMS
 
 FUNCS = {

@@ -31,4 +31,4 @@ __all__ = [
     "register_backend",
     "softmax",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

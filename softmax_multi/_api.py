@@ -85,7 +85,9 @@ def softmax(x: Array, /, axis: Axis = -1, *, where: Array | None = None, dtype: 
     return _call("softmax", x, axis, where, dtype)
 
 
-def log_softmax(x: Array, /, axis: Axis = -1, *, where: Array | None = None, dtype: Any = None, out: Array | None = None) -> Array:
+def log_softmax(
+    x: Array, /, axis: Axis = -1, *, where: Array | None = None, dtype: Any = None, out: Array | None = None
+) -> Array:
     """Log of the softmax, computed directly: ``x - m - log(sum(exp(x - m)))``.
 
     Arguments as :func:`softmax`; masked entries and fully masked slices give -inf. At a slice's
@@ -227,7 +229,7 @@ def _plan(func: str, x: Array, axis: Any, dtype: Any) -> Plan:
     compute, result = resolve_dtypes(func, xp, x.dtype, dtype, complex_ok=func == "logsumexp")
     if func == "logsumexp" and xp.isdtype(compute, "complex floating"):
         weighted = _weighted_implementation(spec)
-        impl: Callable[..., Any] = lambda x, axes, where, keepdims: weighted(x, axes, where, keepdims, None, False)  # noqa: E731
+        impl: Callable[..., Any] = lambda x, axes, where, keepdims: weighted(x, axes, where, keepdims, None, False)
     else:
         impl = getattr(spec, func) or _reference(func, spec.accurate_sums)
     direct = x.dtype == compute and compute == result  # no cast either way

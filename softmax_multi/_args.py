@@ -29,7 +29,7 @@ class AxisError(ValueError, IndexError):
 
 
 _AXES_CACHE: dict[tuple[Any, int], tuple[int, ...]] = {}
-_DTYPE_CACHE: dict[tuple[int, Any, Any], tuple[Any, Any]] = {}
+_DTYPE_CACHE: dict[tuple[Any, ...], tuple[Any, Any]] = {}
 _CACHE_LIMIT = 4096
 
 
@@ -76,9 +76,7 @@ def _one_axis(func: str, a: Any, ndim: int, whole: Any) -> int:
     try:
         a = operator.index(a)
     except TypeError:
-        raise TypeError(
-            f"{func}: axis must be an int, a tuple of ints or None, got {whole!r}"
-        ) from None
+        raise TypeError(f"{func}: axis must be an int, a tuple of ints or None, got {whole!r}") from None
     size = max(ndim, 1)
     if not -size <= a < size:
         raise AxisError(f"{func}: axis {a} is out of bounds for an array of ndim {ndim}")
@@ -92,9 +90,9 @@ def resolve_dtypes(func: str, xp: Any, x_dtype: Any, dtype: Any, *, complex_ok: 
     bfloat16 are computed in float32 and returned in their own dtype; complex is refused unless
     ``complex_ok`` (logsumexp). Results come in the native byte order.
     """
+    key: tuple[Any, ...] | None = (id(xp), x_dtype, dtype, complex_ok)
     try:
-        key = (id(xp), x_dtype, dtype, complex_ok)
-        hit = _DTYPE_CACHE.get(key)
+        hit = _DTYPE_CACHE.get(key)  # type: ignore[arg-type]
     except TypeError:  # an unhashable dtype argument: check it the slow way
         key = hit = None
     if hit is not None:
@@ -117,7 +115,9 @@ def _resolve(func: str, xp: Any, x_dtype: Any, dtype: Any, complex_ok: bool) -> 
     else:
         target = floating_dtype(func, xp, dtype, complex_ok=complex_ok)
         if is_complex and not isdtype(target, "complex floating"):
-            raise TypeError(f"{func}: dtype must be a complex floating dtype for complex x (x has dtype {dtype_name(x_dtype)}), got {dtype!r}")
+            raise TypeError(
+                f"{func}: dtype must be a complex floating dtype for complex x (x has dtype {dtype_name(x_dtype)}), got {dtype!r}"
+            )
     return _compute_dtype(xp, target), native_dtype(target)
 
 
@@ -208,13 +208,9 @@ def check_where(func: str, xp: Any, where: Any, x_shape: tuple) -> None:
     if not xp.isdtype(where.dtype, "bool"):
         raise TypeError(f"{func}: where must be a boolean array, got dtype {dtype_name(where.dtype)}")
     w_shape = tuple(where.shape)
-    ok = len(w_shape) <= len(x_shape) and all(
-        w == 1 or w == s for w, s in zip(reversed(w_shape), reversed(x_shape))
-    )
+    ok = len(w_shape) <= len(x_shape) and all(w in (1, s) for w, s in zip(reversed(w_shape), reversed(x_shape)))
     if not ok:
-        raise ValueError(
-            f"{func}: where of shape {w_shape} does not broadcast to the shape of x {tuple(x_shape)}"
-        )
+        raise ValueError(f"{func}: where of shape {w_shape} does not broadcast to the shape of x {tuple(x_shape)}")
 
 
 def check_broadcast(func: str, x_shape: tuple, b_shape: tuple) -> tuple[int, ...]:

@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,10 +42,11 @@ def worked_example() -> str:
     out = []
     for row in registry.list_backends():
         spec = registry.get_backend(row.name)
-        if row.status != "ready" or spec.from_numpy is None:
+        to_numpy, from_numpy = spec.to_numpy, spec.from_numpy
+        if row.status != "ready" or from_numpy is None or to_numpy is None:
             continue
-        vector = spec.to_numpy(softmax(spec.from_numpy(np.asarray(WORKED_VECTOR))))
-        matrix = spec.to_numpy(softmax(spec.from_numpy(np.asarray(WORKED_MATRIX))))
+        vector = to_numpy(softmax(from_numpy(np.asarray(WORKED_VECTOR))))
+        matrix = to_numpy(softmax(from_numpy(np.asarray(WORKED_MATRIX))))
         dtype = np.asarray(vector).dtype
         out.append(f"{row.name} ({dtype}):")
         out.append(f"  softmax({WORKED_VECTOR}) = {_rounded(vector)}")
@@ -59,29 +61,44 @@ def _rounded(values: object) -> list[float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="softmax-multi", description="softmax, log_softmax and logsumexp on any array library"
-    )
+    parser = argparse.ArgumentParser(prog="softmax-multi", description="softmax, log_softmax and logsumexp on any array library")
     parser.add_argument("--version", action="version", version=f"softmax-multi {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("backends", help="list the backends, their versions, status and devices")
     sub.add_parser("example", help="run the worked example through every ready backend")
     bench = sub.add_parser("bench", help="time our functions against native peers, interleaved")
-    bench.add_argument("--group", choices=["grid", "overhead", "torch-rows"], default="grid", help="which cases (default: the grid)")
-    bench.add_argument("--rounds", type=int, help="samples per method, median reported (default 7 for the grid, 21 otherwise)")
     bench.add_argument(
-        "--settle", type=float, default=0.03, metavar="SECONDS",
-        help="untimed calls of a method before each of its samples, after a 10 ms pause (default 0.03; 0 times calls made after idling)",
+        "--group",
+        choices=list(BENCH_GROUPS),
+        default="grid",
+        help="which cases: " + "; ".join(f"{k}: {v}" for k, v in BENCH_GROUPS.items()) + " (default: grid)",
+    )
+    bench.add_argument(
+        "--rounds", type=int, help="samples per method, median reported (default 7 for grid and rows, 21 otherwise)"
+    )
+    bench.add_argument(
+        "--settle",
+        type=float,
+        default=0.03,
+        metavar="SECONDS",
+        help="untimed calls of a method before each of its samples, after a 10 ms pause "
+        "(default 0.03; 0 times calls made after idling)",
     )
     bench.add_argument("--shapes", help='grid shapes, ";"-separated, "x" between axes: "10;64x1000;1e6x10" (default: all eight)')
-    bench.add_argument("--dtypes", default="float32,float64", help="grid dtypes (default: float32,float64)")
-    bench.add_argument("--funcs", default="softmax,log_softmax,logsumexp", help="grid functions")
+    bench.add_argument("--lengths", help='rows: row lengths, ","-separated (default: the sweep 8 ... 1e6)')
+    bench.add_argument("--sizes", help='rows: input sizes, ","-separated of "16 MiB" and "64 MiB" (default: both)')
+    bench.add_argument("--dtypes", default="float32,float64", help="grid and rows dtypes (default: float32,float64)")
+    bench.add_argument("--funcs", help="grid and rows functions (default: softmax,log_softmax,logsumexp; rows: the first two)")
     bench.add_argument("--backends", default="numpy,torch,jax", help="grid backends (their peers come along)")
-    bench.add_argument("--json", default="benchmark.json", metavar="FILE", help="grid results as JSON (default: benchmark.json)")
+    bench.add_argument(
+        "--no-compile", action="store_true", help="rows: leave torch.compile(torch.softmax) out (it compiles every shape)"
+    )
+    bench.add_argument("--json", metavar="FILE", help="results as JSON (default: benchmark-GROUP.json)")
     bench.add_argument("--plot", default="benchmark.png", metavar="FILE", help="grid plot as PNG (default: benchmark.png)")
-    bench.add_argument("--from-json", metavar="FILE", help="no timing: print the tables and draw the plot of a saved grid run")
+    bench.add_argument("--from-json", metavar="FILE", help="no timing: print the tables (and the grid's plot) of a saved run")
     conf = sub.add_parser(
-        "conformance", help="run the conformance suite and print the checks x backends matrix",
+        "conformance",
+        help="run the conformance suite and print the checks x backends matrix",
         description="The conformance suite on every ready backend, or those named; the options are pytest's, spelled the same.",
     )
     from .conformance.options import OPTIONS  # the pytest plugin's own options: one spelling, one default
@@ -93,30 +110,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     for old_name, new_name in (("--backend", "--smx-backend"), ("--max-examples", "--smx-max-examples")):
         conf.add_argument(old_name, dest=f"renamed {old_name} {new_name}", nargs="?", const=True, help=argparse.SUPPRESS)
     for old_name in ("--quick", "--full"):
-        conf.add_argument(old_name, dest=f"renamed {old_name} --smx-tier {old_name[2:]}", action="store_true", default=None, help=argparse.SUPPRESS)
+        conf.add_argument(
+            old_name,
+            dest=f"renamed {old_name} --smx-tier {old_name[2:]}",
+            action="store_true",
+            default=None,
+            help=argparse.SUPPRESS,
+        )
     sub.add_parser("accuracy", help="float32 softmax error in eps at row lengths 1e4..1e7, per backend")
     args = parser.parse_args(argv)
     if args.command == "backends":
         print(backends_table())
     elif args.command == "example":
         print(worked_example())
-    elif args.command == "bench" and args.group == "grid":
-        return _bench_grid(args)
     elif args.command == "bench":
-        from .bench import run_group
-
-        rows = [
-            [case, peer, f"{ours * 1e6:.2f} us", f"{theirs * 1e6:.2f} us", f"{ours / theirs:.2f}x", f"{(ours - theirs) * 1e6:+.2f} us"]
-            for case, peer, ours, theirs in run_group(args.group, args.rounds or 21, args.settle)
-        ]
-        print(_table(["case", "peer", "smx", "peer time", "smx / peer", "smx - peer"], rows))
+        return _bench(args)
     elif args.command == "conformance":
         return _conformance(args)
     elif args.command == "accuracy":
-        from .bench import accuracy_table
+        from .conformance.accuracy import accuracy_table
 
-        header, *rows = accuracy_table()
-        print(_table(header, rows))
+        for func in ("softmax", "log_softmax"):
+            header, *rows = accuracy_table(func=func)
+            print(f"{func}, float32, largest error against the long-double oracle in eps (log_softmax: scaled by max(1, |y|))")
+            print(_table(header, rows) + "\n")
     return 0
 
 
@@ -127,8 +144,11 @@ def _conformance(args: argparse.Namespace) -> int:
     renamed = [k.split(" ", 2)[1:] for k, v in vars(args).items() if k.startswith("renamed ") and v is not None]
     if renamed:
         old, new = renamed[0]
-        print(f"softmax-multi conformance: {old} is spelled {new} now (one spelling here and in pytest); "
-              "see softmax-multi conformance --help", file=sys.stderr)
+        print(
+            f"softmax-multi conformance: {old} is spelled {new} now (one spelling here and in pytest); "
+            "see softmax-multi conformance --help",
+            file=sys.stderr,
+        )
         return 2
     from .conformance import oracle, report
     from .conformance.plugin import BackendUnavailable, resolve_backend
@@ -147,7 +167,11 @@ def _conformance(args: argparse.Namespace) -> int:
             print(f"softmax-multi conformance: cannot certify {line}", file=sys.stderr)
         return 2
     code, collector = report.run(
-        args.smx_backend, args.smx_tier, args.json, args.smx_max_examples, args.smx_known_failures,
+        args.smx_backend,
+        args.smx_tier,
+        args.json,
+        args.smx_max_examples,
+        args.smx_known_failures,
         extra_report={
             "failed_plugins": {r.name: {"source": r.source, "error": r.error} for r in failed},
             "unavailable": {r.name: r.status + (f": {r.error}" if r.error else "") for r in unavailable},
@@ -160,7 +184,10 @@ def _conformance(args: argparse.Namespace) -> int:
     print("for FAIL); '-': nothing to test on that backend (a dtype or transform it does not declare)")
     print(f"tolerances (eps): {limits}; log_softmax and logsumexp errors are scaled by max(1, |y|)")
     if unavailable and not args.smx_backend:
-        print("unavailable here (nothing failed): " + ", ".join(f"{r.name} ({r.status}{': ' + r.error if r.error else ''})" for r in unavailable))
+        print(
+            "unavailable here (nothing failed): "
+            + ", ".join(f"{r.name} ({r.status}{': ' + r.error if r.error else ''})" for r in unavailable)
+        )
     explained = collector.explain()
     if explained:
         print("\n" + explained)
@@ -171,17 +198,29 @@ def _conformance(args: argparse.Namespace) -> int:
     if code not in (0, 1):
         print(f"conformance: pytest could not run the suite (exit code {code}; its message is above)")
     elif code or failed:
-        print(f"conformance: FAILED ({len(collector.failures())} failing cells" + (f", {len(failed)} plugin(s) that failed to load)" if failed else ")"))
+        print(
+            f"conformance: FAILED ({len(collector.failures())} failing cells"
+            + (f", {len(failed)} plugin(s) that failed to load)" if failed else ")")
+        )
     return int(code) or (1 if failed else 0)
 
 
-def _bench_grid(args: argparse.Namespace) -> int:
+BENCH_GROUPS = {
+    "grid": "every shape, dtype and function against the native peers",
+    "rows": "row lengths 8 to 1e6 at 16 and 64 MiB against torch's out= kernel and the copy",
+    "overhead": "tiny inputs, dispatch against calling the native function",
+    "torch": "the PyTorch backend against torch.softmax, with out= and under autograd",
+    "first-call": "fresh processes: import and first call, Numba's cache warm and empty",
+}
+
+
+def _bench(args: argparse.Namespace) -> int:
     import json
     import platform
 
     from . import bench
 
-    shapes = bench.GRID_SHAPES if not args.shapes else [_shape(s) for s in args.shapes.split(";")]
+    path = args.json or f"benchmark-{args.group}.json"
     bar: Progress | None = None
 
     def progress(done: int, total: int, what: str) -> None:
@@ -192,33 +231,110 @@ def _bench_grid(args: argparse.Namespace) -> int:
 
     if args.from_json:
         with open(args.from_json) as fh:
-            results = json.load(fh)["results"]
+            saved = json.load(fh)
+        group, results = saved.get("group", "grid"), saved["results"]
     else:
-        results = bench.run_grid(
-            shapes, tuple(args.dtypes.split(",")), tuple(args.funcs.split(",")), tuple(args.backends.split(",")), args.rounds or 7, progress,
-            args.settle,
+        group = args.group
+        results = _bench_run(bench, args, progress)
+        machine = {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        }
+        with open(path, "w") as fh:
+            json.dump({"machine": machine, "command": " ".join(sys.argv), "group": group, "results": results}, fh, indent=1)
+    _bench_report(bench, group, results, args)
+    if not args.from_json:
+        print(f"\nwrote {path}")
+    return 0
+
+
+def _bench_run(bench: Any, args: argparse.Namespace, progress: Any) -> Any:
+    dtypes = tuple(args.dtypes.split(","))
+    if args.group == "grid":
+        shapes = bench.GRID_SHAPES if not args.shapes else [_shape(s) for s in args.shapes.split(";")]
+        funcs = tuple(args.funcs.split(",")) if args.funcs else bench.GRID_FUNCS
+        return bench.run_grid(shapes, dtypes, funcs, tuple(args.backends.split(",")), args.rounds or 7, progress, args.settle)
+    if args.group == "rows":
+        select: dict[str, Any] = {"dtypes": dtypes, "compiled": not args.no_compile}
+        if args.lengths:
+            select["lengths"] = tuple(int(float(n)) for n in args.lengths.split(","))
+        if args.sizes:
+            select["sizes"] = {s.strip(): bench.cases.ROW_SIZES[s.strip()] for s in args.sizes.split(",")}
+        if args.funcs:
+            select["funcs"] = tuple(args.funcs.split(","))
+        return bench.run_rows(args.rounds or 7, progress, args.settle, **select)
+    if args.group == "torch":
+        return bench.run_torch(args.rounds or 21, args.settle)
+    if args.group == "first-call":
+        return [list(row) for row in bench.first_call(args.rounds or 5)]
+    return [list(row) for row in bench.run_group(args.group, args.rounds or 21, args.settle)]
+
+
+def _bench_report(bench: Any, group: str, results: Any, args: argparse.Namespace) -> None:
+    if group == "grid":
+        header, rows = bench.grid_table(results)
+        print("ratios: peer time / our time (above 1: we are faster); 'numpy vs copy': the copy's time / ours")
+        print(_table(header, rows))
+        found = bench.evaluate(
+            bench.GRID_TARGETS, results, lambda r: f"{bench.cases.shape_text(r['shape'])} {r['dtype']} {r['func']}"
         )
-    header, rows = bench.grid_table(results)
-    print("ratios: peer time / our time (above 1: we are faster); 'numpy vs copy': the copy's time / ours")
-    print(_table(header, rows))
+        _targets(found)
+        try:
+            bench.plot_grid(results, args.plot)
+        except ImportError as err:
+            print(f"no plot: {err.name or 'matplotlib'} is not installed (pip install 'softmax-multi[bench]')")
+        else:
+            print(f"drew {args.plot}")
+    elif group == "rows":
+        header, rows = bench.row_table(results)
+        print("ratios with out= (above 1: we are faster): torch's fastest configuration's time / ours, the copy's time / ours")
+        print(_table(header, rows))
+        _targets(bench.evaluate(bench.ROW_TARGETS, results, lambda r: f"{r['size']} {r['dtype']} {r['func']} {r['n']}"))
+    elif group == "torch":
+        rows = [
+            [r["case"], peer, f"{r['seconds']['smx'] * 1e6:.1f} us", f"{t * 1e6:.1f} us", f"{r['seconds']['smx'] / t:.2f}x"]
+            for r in results
+            for peer, t in r["seconds"].items()
+            if peer != "smx"
+        ]
+        print(_table(["case", "peer", "smx", "peer time", "smx / peer"], rows))
+        _targets(bench.evaluate(bench.TORCH_TARGETS, results, lambda r: r["case"]))
+    elif group == "first-call":
+        rows = [
+            [cache, f"{imp:.3f} s", f"{first:.3f} s", f"{imp + first:.3f} s", f"{ready:.3f} s"]
+            for cache, imp, first, ready in results
+        ]
+        print(
+            "fresh processes, medians: import softmax_multi (NumPy included), its first softmax of a (1000, 1000) float32 array,"
+        )
+        print("both together, and the time until the fused kernels are loaded (they are, in the background, meanwhile)")
+        print(_table(["Numba cache", "import", "first call", "import + first call", "kernels ready"], rows))
+    else:
+        rows = [
+            [
+                case,
+                peer,
+                f"{ours * 1e6:.2f} us",
+                f"{theirs * 1e6:.2f} us",
+                f"{ours / theirs:.2f}x",
+                f"{(ours - theirs) * 1e6:+.2f} us",
+            ]
+            for case, peer, ours, theirs in results
+        ]
+        print(_table(["case", "peer", "smx", "peer time", "smx / peer", "smx - peer"], rows))
+
+
+def _targets(found: list[list[str]]) -> None:
+    header, *rows = found
     print()
-    header, *rows = bench.targets(results)
     if rows:
         print(_table(header, rows))
+        missed = sum(r[-1] == "MISSED" for r in rows)
+        print(f"targets: {len(rows) - missed} met, {missed} missed")
     else:
-        print("targets: none of this run's cases has a target (they are set for the full grid)")
-    if not args.from_json:
-        machine = {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(), "python": platform.python_version()}
-        with open(args.json, "w") as fh:
-            json.dump({"machine": machine, "command": " ".join(sys.argv), "results": results}, fh, indent=1)
-        print(f"\nwrote {args.json}")
-    try:
-        bench.plot_grid(results, args.plot)
-    except ImportError as err:
-        print(f"no plot: {err.name or 'matplotlib'} is not installed (pip install 'softmax-multi[bench]')")
-    else:
-        print(f"drew {args.plot}")
-    return 0
+        print("targets: none of this run's cases has a target")
 
 
 def _shape(text: str) -> tuple[int, ...]:

@@ -76,7 +76,9 @@ def softmax(x: Array, axes: tuple[int, ...], where: Array | None = None, *, xp: 
 
 
 @quiet
-def log_softmax(x: Array, axes: tuple[int, ...], where: Array | None = None, *, xp: Any = None, accurate_sums: bool = True) -> Array:
+def log_softmax(
+    x: Array, axes: tuple[int, ...], where: Array | None = None, *, xp: Any = None, accurate_sums: bool = True
+) -> Array:
     """``x - m - log(sum(exp(x - m)))`` over ``axes``; -inf where ``where`` is False.
 
     At the slice's maximum the value is ``-log1p(rest)``, with ``rest`` the sum over the other

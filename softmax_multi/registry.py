@@ -141,12 +141,10 @@ class BackendSpec:
             raise TypeError(f"BackendSpec.name must be a non-empty string, got {self.name!r}")
         pairs = self.array_types
         if not isinstance(pairs, tuple) or not all(
-            isinstance(p, tuple) and len(p) == 2 and all(isinstance(s, str) for s in p)
-            for p in pairs
+            isinstance(p, tuple) and len(p) == 2 and all(isinstance(s, str) for s in p) for p in pairs
         ):
             raise TypeError(
-                f"BackendSpec {self.name!r}: array_types must be a tuple of (module, class_name) "
-                f"string pairs, got {pairs!r}"
+                f"BackendSpec {self.name!r}: array_types must be a tuple of (module, class_name) string pairs, got {pairs!r}"
             )
         for field in ("softmax", "log_softmax", "logsumexp", "weighted_logsumexp", "namespace"):
             value = getattr(self, field)
@@ -290,9 +288,7 @@ def _add(spec: BackendSpec, *, source: str, override: bool) -> None:
         shared = claimed & set(other.array_types)
         if shared and not override:
             names = ", ".join(f"{m}.{c}" for m, c in sorted(shared))
-            raise ValueError(
-                f"backend {spec.name!r} claims {names}, already served by backend {other.name!r}"
-            )
+            raise ValueError(f"backend {spec.name!r} claims {names}, already served by backend {other.name!r}")
     if override:  # the new spec takes the shared classes over
         for name, other in list(_specs.items()):
             if name != spec.name and claimed & set(other.array_types):
@@ -303,9 +299,7 @@ def _add(spec: BackendSpec, *, source: str, override: bool) -> None:
                     _rows[name] = row._replace(status="overridden", error=f"its array classes are served by {spec.name!r}")
     installed, version = _installed(spec)
     _specs[spec.name] = spec
-    _rows[spec.name] = BackendStatus(
-        spec.name, "ready" if installed else "not installed", version, None, source
-    )
+    _rows[spec.name] = BackendStatus(spec.name, "ready" if installed else "not installed", version, None, source)
     _changed()
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-from softmax_multi.conformance.plugin import Backend
 
 import softmax_multi as smx
+from softmax_multi.conformance.plugin import Backend
 
 # The throwaway plugins are modules to install, not tests (nor doctests) to collect.
 collect_ignore = ["plugins"]
@@ -26,7 +26,10 @@ def backend(request) -> Backend:
     return Backend.named(request.param)
 
 
-DOCUMENTS = [pathlib.Path(__file__).parent.parent / "README.md", *sorted((pathlib.Path(__file__).parent.parent / "docs").glob("*.md"))]
+DOCUMENTS = [
+    pathlib.Path(__file__).parent.parent / "README.md",
+    *sorted((pathlib.Path(__file__).parent.parent / "docs").glob("*.md")),
+]
 
 
 def python_blocks() -> list[tuple[str, str]]:
@@ -121,7 +124,7 @@ def _readme_plugin() -> tuple[str, dict[str, str]]:
     import re
 
     readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
-    section = readme[readme.index("### Register a backend"):]
+    section = readme[readme.index("### Register a backend") :]
     toml = section[section.index("```toml\n") + 8 : section.index("```", section.index("```toml\n") + 8)]
     module = section[section.index("```python\n") + 10 : section.index("```", section.index("```python\n") + 10)]
     entry_points = dict(re.findall(r'^(\w+) = "([^"]+)"$', toml, flags=re.M))
@@ -140,9 +143,19 @@ def _start_certifying(root: pathlib.Path) -> None:
     for name in ("ndonnx", "cubed"):
         where = root / name
         report = where / "report.json"
-        cmd = [sys.executable, "-m", "softmax_multi.cli", "conformance", "--smx-backend", name,
-               "--smx-max-examples", THIRD_PARTY_MAX_EXAMPLES, "--json", str(report)]
-        out, err = open(where / "stdout", "w"), open(where / "stderr", "w")
+        cmd = [
+            sys.executable,
+            "-m",
+            "softmax_multi.cli",
+            "conformance",
+            "--smx-backend",
+            name,
+            "--smx-max-examples",
+            THIRD_PARTY_MAX_EXAMPLES,
+            "--json",
+            str(report),
+        ]
+        out, err = open(where / "stdout", "w"), open(where / "stderr", "w")  # noqa: SIM115 (the background process writes them)
         _CERTIFYING[name] = (subprocess.Popen(cmd, cwd=where, env=plugin_env(where), stdout=out, stderr=err), where, report)
 
 
@@ -162,4 +175,6 @@ def third_party_certification(name: str):
         _start_certifying(pathlib.Path(tempfile.mkdtemp(prefix="smx-third-party-")))
     proc, where, report = _CERTIFYING[name]
     proc.wait(timeout=1800)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, (where / "stdout").read_text(), (where / "stderr").read_text()), report
+    return subprocess.CompletedProcess(
+        proc.args, proc.returncode, (where / "stdout").read_text(), (where / "stderr").read_text()
+    ), report

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from softmax_multi.conformance.plugin import Backend
 
 import softmax_multi as smx
+from softmax_multi.conformance.plugin import Backend
 
 from .conftest import BACKENDS
 
@@ -18,20 +18,104 @@ FUNCS = pytest.mark.parametrize("f", ALL, ids=lambda f: f.__name__)
 # (case, the functions it applies to, call(f, backend), exception, message pattern) - the README's
 # table lists these rows.
 CONTRACT = [
-    ("complex dtype", SOFTMAXES, lambda f, b: f(b.asarray(np.array([1 + 1j, 2]))), TypeError, r"complex input is not supported \(x has dtype complex128\); expected real numbers"),
-    ("complex x, real dtype=", (smx.logsumexp,), lambda f, b: f(b.asarray(np.array([1 + 1j, 2])), dtype="float64"), TypeError, r"dtype must be a complex floating dtype for complex x \(x has dtype complex128\), got 'float64'"),
-    ("axis out of range", ALL, lambda f, b: f(b.asarray(np.zeros((2, 3))), axis=2), smx.AxisError, r"axis 2 is out of bounds for an array of ndim 2"),
-    ("negative axis out of range", ALL, lambda f, b: f(b.asarray(np.zeros((2, 3))), axis=(0, -3)), smx.AxisError, r"axis -3 is out of bounds .* ndim 2"),
-    ("axis on a 0-d array", ALL, lambda f, b: f(b.asarray(np.array(1.0)), axis=1), smx.AxisError, r"axis 1 is out of bounds for an array of ndim 0"),
-    ("duplicate axes", ALL, lambda f, b: f(b.asarray(np.zeros((2, 3))), axis=(1, -1)), smx.AxisError, r"axis \(1, -1\) names the same axis twice"),
-    ("axis of the wrong type", ALL, lambda f, b: f(b.asarray(np.zeros((2, 3))), axis=1.0), TypeError, r"axis must be an int, a tuple of ints or None"),
-    ("where not broadcastable", ALL, lambda f, b: f(b.asarray(np.zeros((2, 3))), where=b.asarray(np.ones((4, 3), bool))), ValueError, r"where of shape \(4, 3\) does not broadcast to the shape of x \(2, 3\)"),
-    ("where not boolean", ALL, lambda f, b: f(b.asarray(np.zeros((2, 3))), where=b.asarray(np.ones((2, 3)))), TypeError, r"where must be a boolean array, got dtype float64"),
-    ("non-floating dtype=", SOFTMAXES, lambda f, b: f(b.asarray(np.zeros(3)), dtype="int32"), TypeError, r"dtype must be a real floating dtype, got 'int32'"),
-    ("non-floating dtype= (logsumexp)", (smx.logsumexp,), lambda f, b: f(b.asarray(np.zeros(3)), dtype="int32"), TypeError, r"dtype must be a floating dtype, got 'int32'"),
-    ("b that does not broadcast", (smx.logsumexp,), lambda f, b: f(b.asarray(np.zeros((2, 3))), b=b.asarray(np.ones((4, 3)))), ValueError, r"b of shape \(4, 3\) does not broadcast against x of shape \(2, 3\)"),
-    ("b not numbers", (smx.logsumexp,), lambda f, b: f(np.zeros(2), b=np.array(["a", "b"])), TypeError, r"b must hold numbers, got dtype <U1"),
-    ("return_sign not a bool", (smx.logsumexp,), lambda f, b: f(b.asarray(np.zeros(3)), return_sign="yes"), TypeError, r"return_sign must be a bool, got 'yes'"),
+    (
+        "complex dtype",
+        SOFTMAXES,
+        lambda f, b: f(b.asarray(np.array([1 + 1j, 2]))),
+        TypeError,
+        r"complex input is not supported \(x has dtype complex128\); expected real numbers",
+    ),
+    (
+        "complex x, real dtype=",
+        (smx.logsumexp,),
+        lambda f, b: f(b.asarray(np.array([1 + 1j, 2])), dtype="float64"),
+        TypeError,
+        r"dtype must be a complex floating dtype for complex x \(x has dtype complex128\), got 'float64'",
+    ),
+    (
+        "axis out of range",
+        ALL,
+        lambda f, b: f(b.asarray(np.zeros((2, 3))), axis=2),
+        smx.AxisError,
+        r"axis 2 is out of bounds for an array of ndim 2",
+    ),
+    (
+        "negative axis out of range",
+        ALL,
+        lambda f, b: f(b.asarray(np.zeros((2, 3))), axis=(0, -3)),
+        smx.AxisError,
+        r"axis -3 is out of bounds .* ndim 2",
+    ),
+    (
+        "axis on a 0-d array",
+        ALL,
+        lambda f, b: f(b.asarray(np.array(1.0)), axis=1),
+        smx.AxisError,
+        r"axis 1 is out of bounds for an array of ndim 0",
+    ),
+    (
+        "duplicate axes",
+        ALL,
+        lambda f, b: f(b.asarray(np.zeros((2, 3))), axis=(1, -1)),
+        smx.AxisError,
+        r"axis \(1, -1\) names the same axis twice",
+    ),
+    (
+        "axis of the wrong type",
+        ALL,
+        lambda f, b: f(b.asarray(np.zeros((2, 3))), axis=1.0),
+        TypeError,
+        r"axis must be an int, a tuple of ints or None",
+    ),
+    (
+        "where not broadcastable",
+        ALL,
+        lambda f, b: f(b.asarray(np.zeros((2, 3))), where=b.asarray(np.ones((4, 3), bool))),
+        ValueError,
+        r"where of shape \(4, 3\) does not broadcast to the shape of x \(2, 3\)",
+    ),
+    (
+        "where not boolean",
+        ALL,
+        lambda f, b: f(b.asarray(np.zeros((2, 3))), where=b.asarray(np.ones((2, 3)))),
+        TypeError,
+        r"where must be a boolean array, got dtype float64",
+    ),
+    (
+        "non-floating dtype=",
+        SOFTMAXES,
+        lambda f, b: f(b.asarray(np.zeros(3)), dtype="int32"),
+        TypeError,
+        r"dtype must be a real floating dtype, got 'int32'",
+    ),
+    (
+        "non-floating dtype= (logsumexp)",
+        (smx.logsumexp,),
+        lambda f, b: f(b.asarray(np.zeros(3)), dtype="int32"),
+        TypeError,
+        r"dtype must be a floating dtype, got 'int32'",
+    ),
+    (
+        "b that does not broadcast",
+        (smx.logsumexp,),
+        lambda f, b: f(b.asarray(np.zeros((2, 3))), b=b.asarray(np.ones((4, 3)))),
+        ValueError,
+        r"b of shape \(4, 3\) does not broadcast against x of shape \(2, 3\)",
+    ),
+    (
+        "b not numbers",
+        (smx.logsumexp,),
+        lambda f, b: f(np.zeros(2), b=np.array(["a", "b"])),
+        TypeError,
+        r"b must hold numbers, got dtype <U1",
+    ),
+    (
+        "return_sign not a bool",
+        (smx.logsumexp,),
+        lambda f, b: f(b.asarray(np.zeros(3)), return_sign="yes"),
+        TypeError,
+        r"return_sign must be a bool, got 'yes'",
+    ),
 ]
 CONTRACT_CASES = [(case, f) for case in CONTRACT for f in case[1]]
 
@@ -48,9 +132,24 @@ OUT_FUNCS = pytest.mark.parametrize("f", [smx.softmax, smx.log_softmax], ids=lam
 # out= (softmax and log_softmax): the rows for backends that write into out=, and the one error
 # of those that cannot (JAX: immutable arrays; array-api-strict: no in-place writes in the standard).
 OUT_CONTRACT = [
-    ("out of the wrong shape", lambda f, b: f(b.asarray(np.zeros((2, 3))), out=b.asarray(np.zeros((3, 2)))), ValueError, r"out has shape \(3, 2\), expected \(2, 3\) \(the shape of x\)"),
-    ("out of the wrong dtype", lambda f, b: f(b.asarray(np.zeros((2, 3))), out=b.asarray(np.zeros((2, 3), np.float32))), TypeError, r"out has dtype float32, expected float64 \(the result's dtype\)"),
-    ("out of another library", lambda f, b: f(b.asarray(np.zeros((2, 3))), out=_foreign(b, np.zeros((2, 3)))), TypeError, r"x is a \w+ array but out is a \w+ array; pass out from the same library as x"),
+    (
+        "out of the wrong shape",
+        lambda f, b: f(b.asarray(np.zeros((2, 3))), out=b.asarray(np.zeros((3, 2)))),
+        ValueError,
+        r"out has shape \(3, 2\), expected \(2, 3\) \(the shape of x\)",
+    ),
+    (
+        "out of the wrong dtype",
+        lambda f, b: f(b.asarray(np.zeros((2, 3))), out=b.asarray(np.zeros((2, 3), np.float32))),
+        TypeError,
+        r"out has dtype float32, expected float64 \(the result's dtype\)",
+    ),
+    (
+        "out of another library",
+        lambda f, b: f(b.asarray(np.zeros((2, 3))), out=_foreign(b, np.zeros((2, 3)))),
+        TypeError,
+        r"x is a \w+ array but out is a \w+ array; pass out from the same library as x",
+    ),
 ]
 
 
@@ -79,7 +178,7 @@ def test_out_read_only_numpy(f):
 def test_out_with_autograd_is_refused():
     torch = pytest.importorskip("torch")
     x = torch.zeros(3, requires_grad=True)
-    with pytest.raises(TypeError, match="^softmax: out= cannot take part in autograd"):
+    with pytest.raises(TypeError, match=r"^softmax: out= cannot take part in autograd"):
         smx.softmax(x, out=torch.empty(3))
 
 
@@ -95,14 +194,18 @@ PAIRS = [(mine, other) for mine in BACKENDS for other in BACKENDS if other != mi
 @pytest.mark.parametrize("mine,other", PAIRS, ids=[f"{m}-{o}" for m, o in PAIRS])
 def test_arrays_of_two_libraries(f, mine, other):
     mask = Backend.named(other).asarray(np.ones(3, bool))
-    with pytest.raises(TypeError, match=f"x is a {mine} array but where is a {other} array; pass where from the same library as x"):
+    with pytest.raises(
+        TypeError, match=f"x is a {mine} array but where is a {other} array; pass where from the same library as x"
+    ):
         f(Backend.named(mine).asarray(np.zeros(3)), where=mask)
 
 
 @pytest.mark.parametrize("mine,other", PAIRS, ids=[f"{m}-{o}" for m, o in PAIRS])
 def test_weights_of_another_library(mine, other):
     weights = Backend.named(other).asarray(np.ones(3))
-    with pytest.raises(TypeError, match=f"^logsumexp: x is a {mine} array but b is a {other} array; pass b from the same library as x"):
+    with pytest.raises(
+        TypeError, match=f"^logsumexp: x is a {mine} array but b is a {other} array; pass b from the same library as x"
+    ):
         smx.logsumexp(Backend.named(mine).asarray(np.zeros(3)), b=weights)
 
 
@@ -132,7 +235,7 @@ def test_unknown_object():
 
 
 def test_masked_arrays_are_refused():
-    with pytest.raises(TypeError, match="^softmax: masked arrays .* where="):
+    with pytest.raises(TypeError, match=r"^softmax: masked arrays .* where="):
         smx.softmax(np.ma.masked_array([1.0, 2.0], mask=[False, True]))
 
 
@@ -154,7 +257,7 @@ def test_dtype_that_is_not_real_floating(backend, f, dtype):
 
 @pytest.mark.parametrize("dtype", ["int32", "bool", "float128x", 3])
 def test_logsumexp_dtype_that_is_not_floating(backend, dtype):
-    with pytest.raises(TypeError, match="^logsumexp: dtype must be a floating dtype"):
+    with pytest.raises(TypeError, match=r"^logsumexp: dtype must be a floating dtype"):
         smx.logsumexp(backend.asarray(np.zeros(3)), dtype=dtype)
 
 

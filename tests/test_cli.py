@@ -7,13 +7,14 @@ import subprocess
 import sys
 
 import pytest
+
 from softmax_multi import cli
 
 
 def test_backends_table(capsys):
     assert cli.main(["backends"]) == 0
     out = capsys.readouterr().out
-    header, rule, *rows = out.splitlines()
+    header, _, *rows = out.splitlines()
     assert header.split() == ["backend", "version", "status", "devices"]
     by_name = {r.split()[0]: r.split() for r in rows}
     assert by_name["numpy"][2:] == ["ready", "cpu"]
@@ -38,8 +39,9 @@ def _conformance(cwd, *args, env=None):
     import os
 
     exe = str(__import__("pathlib").Path(sys.executable).parent / "softmax-multi")
-    return subprocess.run([exe, "conformance", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)
+    return subprocess.run(
+        [exe, "conformance", *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600
+    )
 
 
 def test_conformance_matrix_and_json(tmp_path):
@@ -87,7 +89,11 @@ def test_conformance_says_why_a_backend_cannot_be_certified(tmp_path, name, reas
 
 
 def test_conformance_refuses_the_old_spellings(tmp_path):
-    for args, new in ((["--backend", "numpy"], "--smx-backend"), (["--quick"], "--smx-tier quick"), (["--max-examples", "5"], "--smx-max-examples")):
+    for args, new in (
+        (["--backend", "numpy"], "--smx-backend"),
+        (["--quick"], "--smx-tier quick"),
+        (["--max-examples", "5"], "--smx-max-examples"),
+    ):
         out = _conformance(tmp_path, *args)
         assert out.returncode == 2 and f"is spelled {new}" in out.stderr, out.stderr
 
@@ -120,16 +126,38 @@ def test_bench_grid_writes_json_and_png_and_replots(tmp_path, capsys):
     import json
 
     out, png = tmp_path / "b.json", tmp_path / "b.png"
-    args = ["bench", "--shapes", "64x1000", "--dtypes", "float32", "--funcs", "softmax,logsumexp", "--rounds", "1", "--settle", "0.005"]
+    args = [
+        "bench",
+        "--shapes",
+        "64x1000",
+        "--dtypes",
+        "float32",
+        "--funcs",
+        "softmax,logsumexp",
+        "--rounds",
+        "1",
+        "--settle",
+        "0.005",
+    ]
     assert cli.main([*args, "--json", str(out), "--plot", str(png)]) == 0
     printed = capsys.readouterr()
     assert "scipy / numpy" in printed.out and "(64, 1000)" in printed.out
     assert "] 2/2" in printed.err  # the progress bar reached the end
     saved = json.loads(out.read_text())
     methods = saved["results"][0]["seconds"]
-    for name in ("smx[numpy]", "smx[numpy] out=", "scipy.special.softmax", "NumPy expression", "copy (bandwidth bound)",
-                 "smx[torch]", "torch.softmax, 1 thread", "torch.softmax, 2 threads", "torch.softmax out=, 2 threads",
-                 "smx[jax] jit", "jax.nn.softmax jit"):
+    for name in (
+        "smx[numpy]",
+        "smx[numpy] out=",
+        "scipy.special.softmax",
+        "NumPy expression",
+        "copy (bandwidth bound)",
+        "smx[torch]",
+        "torch.softmax, 1 thread",
+        "torch.softmax, 2 threads",
+        "torch.softmax out=, 2 threads",
+        "smx[jax] jit",
+        "jax.nn.softmax jit",
+    ):
         assert methods[name] > 0, name
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     png.unlink()

@@ -13,9 +13,9 @@ import dask.array as da
 import numpy as np
 import pytest
 from dask.callbacks import Callback
-from softmax_multi.conformance import oracle
 
 import softmax_multi as smx
+from softmax_multi.conformance import oracle
 
 FUNCS = {"softmax": (smx.softmax, oracle.softmax, False), "log_softmax": (smx.log_softmax, oracle.log_softmax, True)}
 
@@ -37,7 +37,15 @@ def test_lazy_with_every_argument(func):
     x = da.random.default_rng(0).standard_normal((60, 80), chunks=(20, 20))
     where = da.random.default_rng(1).random((60, 80), chunks=(20, 20)) < 0.7
     with Computes() as c:
-        results = [f(x), f(x, axis=0), f(x, axis=(0, 1)), f(x, axis=None), f(x, where=where), f(x, dtype="float32"), f(x.astype("float32"), axis=1, where=where[0])]
+        results = [
+            f(x),
+            f(x, axis=0),
+            f(x, axis=(0, 1)),
+            f(x, axis=None),
+            f(x, where=where),
+            f(x, dtype="float32"),
+            f(x.astype("float32"), axis=1, where=where[0]),
+        ]
         if func == "logsumexp":
             results.append(f(x, axis=1, keepdims=True))
     assert c.count == 0, "a hidden compute()"
@@ -151,9 +159,10 @@ def test_two_gib_lazy_input_in_bounded_memory():
 def test_local_cluster_worker_processes_without_spilling():
     from distributed import Client, LocalCluster
 
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, memory_limit="400MiB", dashboard_address=None
-    ) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="400MiB", dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         x = da.random.default_rng(3).standard_normal((32, 1 << 22), chunks=(4, 1 << 19), dtype=np.float32)  # 0.5 GiB
         assert x.nbytes == 2**29
         y = smx.softmax(x, axis=1)
@@ -173,7 +182,9 @@ def test_out_is_refused():
 
 def test_readme_example_runs(tmp_path, readme_example):
     """The README's LocalCluster example, as written there."""
-    run = subprocess.run([sys.executable, "-c", readme_example("# bigger than memory")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-c", readme_example("# bigger than memory")], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip() == "[1. 1. 1.]"
     stored = da.from_npy_stack(tmp_path / "softmax-npy")

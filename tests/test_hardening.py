@@ -8,10 +8,10 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from softmax_multi.conformance import oracle
 
 import softmax_multi as smx
 from softmax_multi import registry
+from softmax_multi.conformance import oracle
 
 from .conftest import BACKENDS, Backend, write_distribution
 

@@ -11,12 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from softmax_multi.conformance import oracle
 
 import softmax_multi as smx
+from softmax_multi.conformance import oracle
 
 FUNCS = [smx.softmax, smx.log_softmax, smx.logsumexp]
-
 
 
 @pytest.mark.parametrize("f", FUNCS, ids=lambda f: f.__name__)
@@ -74,7 +73,13 @@ def test_low_precision_accumulates_in_float32(f, dtype, rng):
     y = f(x, axis=-1)
     assert y.dtype == jnp.dtype(dtype)
     expected = getattr(oracle, f.__name__)(np.asarray(x.astype(jnp.float32)), (1,))
-    oracle.assert_close(np.asarray(y.astype(jnp.float32)), np.asarray(jnp.asarray(expected.astype(np.float32)).astype(dtype).astype(jnp.float32)), dtype, log_scale=f is not smx.softmax, ulps=1.0)
+    oracle.assert_close(
+        np.asarray(y.astype(jnp.float32)),
+        np.asarray(jnp.asarray(expected.astype(np.float32)).astype(dtype).astype(jnp.float32)),
+        dtype,
+        log_scale=f is not smx.softmax,
+        ulps=1.0,
+    )
 
 
 def test_float32_default_without_x64():

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+import softmax_multi as smx
 from softmax_multi.backends import fused
 from softmax_multi.conformance import oracle
 from softmax_multi.conformance.functions import FUNCTIONS as FUNCS
-
-import softmax_multi as smx
 
 ALL_FUNCS = pytest.mark.parametrize("func", list(FUNCS))
 
@@ -149,7 +149,7 @@ def test_fused_threads_from_many_callers(rng):
     xs = [rng.standard_normal((200, 3000)).astype(np.float32) for _ in range(8)]
     expected = [oracle.softmax(x, (1,)) for x in xs]
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda x: smx.softmax(x), xs * 4))
+        results = list(pool.map(smx.softmax, xs * 4))
     for y, e in zip(results, expected * 4):
         oracle.assert_close(y, e, "float32")
 
@@ -188,9 +188,25 @@ def test_conformance_suite_through_the_fused_kernels():
 
     env = dict(os.environ, SOFTMAX_MULTI_FUSED_MIN_SIZE="1", SOFTMAX_MULTI_PARALLEL_MIN_SIZE="1", SOFTMAX_MULTI_FUSED="wait")
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "softmax_multi.conformance.plugin",
-         "--pyargs", "softmax_multi.conformance", "--smx-backend", "numpy"],
-        env=env, capture_output=True, text=True, timeout=600, cwd=os.path.dirname(os.path.dirname(__file__)),
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "softmax_multi.conformance.plugin",
+            "--pyargs",
+            "softmax_multi.conformance",
+            "--smx-backend",
+            "numpy",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert " passed" in run.stdout and " failed" not in run.stdout
@@ -268,6 +284,7 @@ def test_fused_exp_is_within_one_and_a_quarter_ulp(dtype):
     """The kernels' exp(x - m), for x - m over its whole range, against float64/long double exp:
     at most 1.25 ulp where the result is normal; 0 below the range, at x = -inf; NaN at NaN."""
     import numba
+
     from softmax_multi.backends import _exp
 
     @numba.njit(fastmath=_exp.EXP_FLAGS)
@@ -279,8 +296,8 @@ def test_fused_exp_is_within_one_and_a_quarter_ulp(dtype):
     lowest = -104.0 if dtype == "float32" else -746.0
     wide = np.longdouble if dtype == "float64" else np.float64
     worst = 0.0
-    for m in (0.0, 3.7, -20.0, 1000.5, 1e-3, 2.0**60):
-        m = np.dtype(dtype).type(m)
+    for shift in (0.0, 3.7, -20.0, 1000.5, 1e-3, 2.0**60):
+        m = np.dtype(dtype).type(shift)
         x = np.minimum((wide(m) + rng.random(2_000_000) * lowest).astype(dtype), m)
         y = np.empty_like(x)
         exps(x, m, y)

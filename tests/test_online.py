@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from softmax_multi.conformance import oracle
 
 from softmax_multi import online
+from softmax_multi.conformance import oracle
 
 # Within 15 of each other, x - max stays below 32, where rounding it costs at most 8 eps: the
 # formula's own accuracy (the reference's too), checked against the oracle. WIDE adds values
@@ -43,7 +43,9 @@ def _stats(x, where, edges):
 def test_chunked_equals_one_shot(case):
     x, where, edges = case
     merged = online.merge_all(_stats(x, where, edges))
-    oracle.assert_close(online.finish_logsumexp(merged), oracle.logsumexp(x, (1,), where, keepdims=True), "float64", log_scale=True)
+    oracle.assert_close(
+        online.finish_logsumexp(merged), oracle.logsumexp(x, (1,), where, keepdims=True), "float64", log_scale=True
+    )
     y = np.concatenate([online.finish_softmax(c, merged, where=w) for c, w in _chunks(x, where, edges)], axis=1)
     oracle.assert_close(y, oracle.softmax(x, (1,), where), "float64")
     z = np.concatenate([online.finish_log_softmax(c, merged, where=w) for c, w in _chunks(x, where, edges)], axis=1)
@@ -112,7 +114,9 @@ def test_any_backend(backend):
     x = np.random.default_rng(0).standard_normal((3, 10))
     a, b = online.chunk_stats(backend.asarray(x[:, :4])), online.chunk_stats(backend.asarray(x[:, 4:]))
     merged = online.merge(a, b)
-    oracle.assert_close(backend.numpy(online.finish_logsumexp(merged)), oracle.logsumexp(x, (1,), keepdims=True), "float64", log_scale=True)
+    oracle.assert_close(
+        backend.numpy(online.finish_logsumexp(merged)), oracle.logsumexp(x, (1,), keepdims=True), "float64", log_scale=True
+    )
     y = online.finish_softmax(backend.asarray(x[:, 4:]), merged)
     assert backend.owns(y)
     oracle.assert_close(backend.numpy(y), oracle.softmax(x, (1,))[:, 4:], "float64")

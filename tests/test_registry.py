@@ -9,10 +9,10 @@ import warnings
 
 import numpy as np
 import pytest
-from softmax_multi.conformance import oracle
 
 import softmax_multi as smx
 from softmax_multi import registry
+from softmax_multi.conformance import oracle
 
 from .conftest import write_distribution
 
@@ -43,7 +43,7 @@ def test_dispatch_by_type(backend):
 def test_get_backend_errors():
     with pytest.raises(LookupError, match="no backend named 'nope'"):
         smx.get_backend("nope")
-    with pytest.raises(TypeError, match="no softmax-multi backend serves builtins.object"):
+    with pytest.raises(TypeError, match=r"no softmax-multi backend serves builtins\.object"):
         smx.get_backend(object())
 
 
@@ -69,7 +69,11 @@ def test_third_party_plugin_is_discovered_and_used(plugin_path):
 
 
 def test_plugin_errors_are_isolated_and_reported(plugin_path):
-    write_distribution(plugin_path, "odd-plugins", {"notaspec": "odd_plugins:spec", "missing": "odd_plugins:nothing", "thief": "odd_plugins:thief"})
+    write_distribution(
+        plugin_path,
+        "odd-plugins",
+        {"notaspec": "odd_plugins:spec", "missing": "odd_plugins:nothing", "thief": "odd_plugins:thief"},
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         rows = {row.name: row for row in smx.list_backends()}

@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from softmax_multi.conformance import oracle
 
 import softmax_multi as smx
 from softmax_multi._args import dtype_name
+from softmax_multi.conformance import oracle
 
 FUNCS = [smx.softmax, smx.log_softmax, smx.logsumexp]
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"))]
-
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -38,7 +37,11 @@ def test_gradcheck_float64(f, masked, n, rng):
     if masked:
         w[1] = False
         # a fully masked logsumexp slice is the constant -inf; finite differences cannot see it
-        g = (lambda x: smx.logsumexp(x, axis=-1, where=w)[[0, 2]]) if f is smx.logsumexp else (lambda x: torch.nan_to_num(f(x, axis=-1, where=w), neginf=0.0))
+        g = (
+            (lambda x: smx.logsumexp(x, axis=-1, where=w)[[0, 2]])
+            if f is smx.logsumexp
+            else (lambda x: torch.nan_to_num(f(x, axis=-1, where=w), neginf=0.0))
+        )
     else:
         g = lambda x: f(x, axis=-1)
     assert torch.autograd.gradcheck(g, (x,), eps=1e-6, atol=1e-7)

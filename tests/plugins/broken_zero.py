@@ -1,1 +1,3 @@
-1 / 0
+"""A plugin whose import fails with ZeroDivisionError."""
+
+SHARE = 1 / 0

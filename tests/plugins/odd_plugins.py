@@ -18,4 +18,6 @@ def _boom(x, axes, where=None):
 exploding = dataclasses.replace(good, name="exploding", softmax=_boom)
 
 # a plugin for a library that is not installed here: listed as such, failing nothing
-absent = dataclasses.replace(good, name="absent", array_types=(("nosuchlib", "Array"),), module="nosuchlib", distribution="nosuchlib")
+absent = dataclasses.replace(
+    good, name="absent", array_types=(("nosuchlib", "Array"),), module="nosuchlib", distribution="nosuchlib"
+)

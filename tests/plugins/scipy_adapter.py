@@ -43,7 +43,11 @@ replaced: list[str] = []
 
 
 def pytest_collection_modifyitems(session, config, items):
-    modules = {item.module for item in items if getattr(item, "module", None) is not None and item.module.__name__.endswith("test_logsumexp")}
+    modules = {
+        item.module
+        for item in items
+        if getattr(item, "module", None) is not None and item.module.__name__.endswith("test_logsumexp")
+    }
     for module in modules:
         for name, ours in OURS.items():
             theirs = getattr(module, name)
