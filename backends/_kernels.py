@@ -39,7 +39,7 @@ import math
 import numba
 import numpy as np
 
-from ._exp import EXP_FLAGS, exp_diff
+from ._exp import EXP_FLAGS, exp_diff, log1p_f64
 from ._intrinsics import fetch_add, load_acquire, maxnum, spin_pause, wide_vectors
 
 # The function a kernel computes: an argument of every kernel, a constant inside them.
@@ -55,9 +55,8 @@ _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}
 # several vector partial sums, and the code below bounds how many terms each one takes. It must
 # never reach exp_diff, whose exact steps reassociation would undo.
 _SUM = {"reassoc", "nsz", "contract"}
-SHORT = 32  # rows up to this length are done a chunk of rows at a time
-SHORT_CHUNK = 1024  # rows per chunk of short rows: 128 KiB of float32 scratch at SHORT
-BLOCK = 2048  # entries per block of the statistics pass (16 KiB of float64: stays in L1)
+BLOCK = 8192  # entries per block of the statistics pass, and the longest row done as a chunk (32-64 KiB: in L2)
+CHUNK_ENTRIES = 8192  # entries per chunk of short rows (rows of up to BLOCK): 32-64 KiB, in L1 or L2 between passes
 SUB = 512  # entries per vectorised partial sum of float64 data, combined with compensation
 MAX_BLOCKS = 8192  # statistics scratch per slice: at most 8192 (m, k, t) triples, 192 KiB
 
@@ -84,11 +83,13 @@ def _exp_into(xs, m, es):
 
 
 @numba.njit(fastmath=EXP_FLAGS, **_JIT)
-def _shift_into(xs, m, ys):
-    """ys[:] = xs - m."""
+def _exp_shift_into(xs, m, es, ys):
+    """es[:] = exp(xs - m) and ys[:] = xs - m, in one pass."""
     wide_vectors()
     for j in range(xs.shape[0]):
-        ys[j] = xs[j] - m
+        v = xs[j]
+        es[j] = exp_diff(v, m)
+        ys[j] = v - m
 
 
 @numba.njit(fastmath=_SUM, **_JIT)
@@ -98,10 +99,10 @@ def _parts(es):
     k = 0.0
     t = 0.0
     for j in range(es.shape[0]):
-        d = np.float64(es[j])  # compared in float64: LLVM then vectorises both sums
-        one = d == 1.0
-        t += 0.0 if one else d  # a NaN is not 1: it reaches t, and the slice is NaN
-        k += 1.0 if one else 0.0
+        e = es[j]
+        below = es.dtype.type(e != 1)  # arithmetic, not a select: LLVM vectorises both sums then
+        t += np.float64(e * below)  # 0 for the max's own entries; a NaN reaches t (NaN * 1)
+        k += np.float64(1 - below)
     return k, t
 
 
@@ -149,9 +150,10 @@ def block_stats(xs, ys, scratch, func):
     if not m < np.inf:
         return np.float64(m), 0.0, np.nan  # +inf or NaN: the slice is NaN, or decided by logsumexp_of
     es = ys if func == SOFTMAX else scratch[: xs.shape[0]]
-    _exp_into(xs, m, es)
     if func == LOG_SOFTMAX:
-        _shift_into(xs, m, ys)
+        _exp_shift_into(xs, m, es, ys)
+    else:
+        _exp_into(xs, m, es)
     k, t = _sum_parts(es, func != SOFTMAX)
     return np.float64(m), k, t
 
@@ -294,94 +296,162 @@ def wait_done(state, counter, total, spins):
 
 
 @numba.njit(**_JIT)
-def rows(func, x, out, state, step, ms, ks, ts, scratch):
+def rows(func, x, out, state, step, ms, ks, ts, cs, scratch):
     """softmax, log_softmax or logsumexp of the rows of the 2-D x, ``step`` rows at a time,
     shared with the other threads that run this on the same ``state``. For logsumexp, out is
-    (rows, 1)."""
+    (rows, 1). Rows of up to BLOCK entries go a chunk of ``step`` rows at a time (each pass over
+    the whole chunk, in cache: see :func:`_chunk`); longer ones a row at a time, block by block."""
+    n = x.shape[1]
     while True:
         r0, r1 = _claim(state, CLAIMED, step, x.shape[0])
         if r0 >= r1:
             return
-        for i in range(r0, r1):
-            _row(func, x[i], out[i], ms, ks, ts, scratch)
+        if n <= BLOCK:
+            _chunk(func, x[r0:r1], out[r0:r1], ms, ks, ts, cs, scratch)
+        else:
+            for i in range(r0, r1):
+                _row(func, x[i], out[i], ms, ks, ts, scratch.reshape(-1))
         fetch_add(state, DONE, r1 - r0)
 
 
 @numba.njit(**_JIT)
 def _row(func, xs, ys, ms, ks, ts, scratch):
-    n = xs.shape[0]
-    if n == 0:
-        if func == LOGSUMEXP:
-            ys[0] = -np.inf
-        return
-    if n <= BLOCK:  # one block: its statistics are the row's
-        m, k, t = block_stats(xs, ys, scratch, func)
-        block = n
-        ms[0] = m
-    else:
-        m, k, t, block = slice_stats(xs, ys, ms, ks, ts, scratch, func)
+    """One row longer than BLOCK, block by block: statistics, then the finish."""
+    m, k, t, block = slice_stats(xs, ys, ms, ks, ts, scratch, func)
     if func == LOGSUMEXP:
         ys[0] = logsumexp_of(xs, m, k, t)
     else:
         finish_blocks(func, ys, block, ms, m, k, t)
 
 
-@numba.njit(**_JIT)
-def short_rows(func, x, out, n, state, ms, buf):
-    """rows() for short rows (n <= SHORT), x and out flat: a row at a time costs too much per call.
+# A chunk of short rows: each pass below runs over the whole chunk, rows in the outer loop and
+# their entries in the inner one, so that one call serves many rows (a call per row costs more
+# than a short row's work) and the chunk stays in cache between the passes.
 
-    In chunks of ``len(ms)`` rows: each row's max (spread over its entries in buf), then one
-    vectorised exp over the whole chunk, then each row's sum and result.
-    """
-    while True:
-        c0, c1 = _claim(state, CLAIMED, ms.shape[0], x.shape[0] // n)
-        if c0 >= c1:
-            return
-        _short_rows(func, x, out, n, c0, c1, ms, buf)
-        fetch_add(state, DONE, c1 - c0)
+
+@numba.njit(fastmath={"nnan", "nsz", "reassoc"}, **_JIT)
+def _chunk_max(x, ms):
+    wide_vectors()
+    for i in range(x.shape[0]):
+        m = x[i, 0]
+        for j in range(1, x.shape[1]):
+            m = maxnum(m, x[i, j])
+        ms[i] = m
 
 
 @numba.njit(fastmath=EXP_FLAGS, **_JIT)
-def _short_rows(func, x, out, n, c0, c1, ms, buf):
-    """short_rows() of rows c0..c1, at most len(ms) of them."""
-    xs = x[c0 * n : c1 * n]
-    es = buf[: xs.shape[0]]
-    for i in range(c1 - c0):
-        row = xs[i * n : i * n + n]
-        m = row[0]
-        for j in range(1, n):
-            m = maxnum(m, row[j])
-        ms[i] = m
-        es[i * n : i * n + n] = m
-    for q in range(es.shape[0]):  # NaN for all -inf, +inf or NaN rows: found below by the sum
-        es[q] = exp_diff(xs[q], es[q])
-    for i in range(c1 - c0):
-        e = es[i * n : i * n + n]
-        k = 0.0
+def _chunk_exp(x, ms, es):
+    wide_vectors()
+    for i in range(x.shape[0]):
+        m = x.dtype.type(ms[i])
+        for j in range(x.shape[1]):
+            es[i, j] = exp_diff(x[i, j], m)
+
+
+@numba.njit(fastmath=_SUM, **_JIT)
+def _chunk_sums(es, ks, ts, split):
+    """ts[i] = the float64 sum of row i's exps, or with ``split`` (log_softmax, logsumexp) the
+    sum of those below 1, and ks[i] the count of those equal to 1 (the max's own), so that a
+    dominant entry keeps its relative precision. Rows of up to BLOCK entries: each of the vector
+    partial sums takes few terms."""
+    wide_vectors()
+    n = es.shape[1]
+    for i in range(es.shape[0]):
         t = 0.0
-        for j in range(n):
-            if e[j] == 1:
-                k += 1.0
-            else:
-                t += np.float64(e[j])
-        r = c0 + i
-        m = np.float64(ms[i])
-        if func == LOGSUMEXP:
-            out[r] = logsumexp_of(xs[i * n : i * n + n], m, k, t)
-            continue
-        o = out[r * n : r * n + n]
-        if not (-np.inf < m < np.inf and not math.isnan(t)):
-            o[:] = np.nan
-        elif func == SOFTMAX:
-            inv = x.dtype.type(1.0 / (k + t))
+        k = es.dtype.type(0.0)
+        if split:
             for j in range(n):
-                o[j] = e[j] * inv
+                e = es[i, j]
+                # arithmetic, not a select, so that the loop vectorises; a product, not e - [e == 1],
+                # which reassociation would turn into sum(e) - count and lose the rest again
+                below = es.dtype.type(e != 1)
+                t += np.float64(e * below)  # 0 for the max's own entries; a NaN reaches t (NaN * 1)
+                k += 1 - below
         else:
-            row = xs[i * n : i * n + n]
-            log_s = log_total(k, t)
-            mi = ms[i]
             for j in range(n):
-                o[j] = np.float64(row[j] - mi) - log_s
+                t += np.float64(es[i, j])
+        ks[i] = k
+        ts[i] = t
+
+
+@numba.njit(fastmath=EXP_FLAGS, **_JIT)
+def _chunk_constants(func, ms, ks, ts, cs):
+    """Each row's constant, in one vectorised loop over the rows (a call to libm's log per row cost
+    more than a short row's whole softmax): softmax 1 / (k + t), log_softmax and logsumexp
+    log(k + t) = log1p((k - 1) + t); NaN for a row whose max is not finite or whose sum is NaN."""
+    wide_vectors()
+    for i in range(ms.shape[0]):
+        ok = -np.inf < ms[i] < np.inf and ts[i] == ts[i]
+        if func == SOFTMAX:
+            c = 1.0 / (ks[i] + ts[i])
+        else:
+            c = log1p_f64((ks[i] - 1.0) + ts[i])
+        cs[i] = c if ok else np.nan
+
+
+@numba.njit(**_JIT)
+def _chunk_scale(ys, cs):
+    """Softmax rows: each row's exps times its constant (NaN for a NaN row)."""
+    wide_vectors()
+    for i in range(ys.shape[0]):
+        f = ys.dtype.type(cs[i])
+        for j in range(ys.shape[1]):
+            ys[i, j] *= f
+
+
+@numba.njit(fastmath=EXP_FLAGS, **_JIT)
+def _chunk_exp_shift(x, ms, es, ys):
+    """es[:] = exp(x - m) and ys[:] = x - m, in one pass over x (log_softmax)."""
+    wide_vectors()
+    for i in range(x.shape[0]):
+        m = x.dtype.type(ms[i])
+        for j in range(x.shape[1]):
+            v = x[i, j]
+            es[i, j] = exp_diff(v, m)
+            ys[i, j] = v - m
+
+
+@numba.njit(**_JIT)
+def _chunk_offset(ys, cs):
+    """log_softmax rows, from ys = x - m in place: minus the row's log(k + t), as two numbers of
+    ys's dtype (NaN for a NaN row)."""
+    wide_vectors()
+    for i in range(ys.shape[0]):
+        c_hi = ys.dtype.type(cs[i])
+        c_lo = ys.dtype.type(cs[i] - np.float64(c_hi))
+        for j in range(ys.shape[1]):
+            ys[i, j] = (ys[i, j] - c_hi) - c_lo
+
+
+@numba.njit(**_JIT)
+def _chunk(func, x, out, ms, ks, ts, cs, scratch):
+    """A chunk of rows of up to BLOCK entries: the rows' maxima, exps and sums, pass by pass over
+    the whole chunk, then each row's constant and the result; ``scratch`` is (rows, n) or taller."""
+    rows = x.shape[0]
+    mx = ms[:rows]
+    kk = ks[:rows]
+    tt = ts[:rows]
+    cc = cs[:rows]
+    _chunk_max(x, mx)
+    if func == SOFTMAX:
+        _chunk_exp(x, mx, out)
+        _chunk_sums(out, kk, tt, False)
+        _chunk_constants(func, mx, kk, tt, cc)
+        _chunk_scale(out, cc)
+        return
+    es = scratch[:rows]  # (rows, n): a slice of whole rows keeps it C-contiguous, so the loops vectorise
+    if func == LOG_SOFTMAX:
+        _chunk_exp_shift(x, mx, es, out)
+    else:
+        _chunk_exp(x, mx, es)
+    _chunk_sums(es, kk, tt, True)
+    _chunk_constants(func, mx, kk, tt, cc)
+    if func == LOG_SOFTMAX:
+        _chunk_offset(out, cc)
+        return
+    for i in range(rows):
+        m = mx[i]
+        out[i, 0] = m + cc[i] if -np.inf < m < np.inf and tt[i] == tt[i] else logsumexp_of(x[i], m, kk[i], tt[i])
 
 
 @numba.njit(**_JIT)

@@ -59,7 +59,7 @@ THREADS = max(1, int(os.environ.get("SOFTMAX_MULTI_NUM_THREADS", "0")) or len(os
 COLUMN_TILE = 256  # columns per tile when the softmax axis is not the last: 2 KiB of float64 per statistic
 CHUNK = 1 << 13  # entries a thread claims at a time: small enough to balance, big enough to cost nothing
 SPINS = 1 << 14  # rounds of spinning (about a millisecond) before a waiting thread yields its core
-ROWS_PER_THREAD = 4  # fewer rows than this per thread: each row is shared instead (long rows)
+ROWS_PER_THREAD = 4  # fewer long rows than this per thread, not a multiple of the threads: each row is shared
 LOAD_ENV = "SOFTMAX_MULTI_FUSED"  # "wait": load the kernels on the first call; "off": never
 
 _lock = threading.Lock()
@@ -151,7 +151,7 @@ def _warm(k: ModuleType) -> None:
     Numba's cache) here, not in the first call that needs it."""
     for dtype in (np.float32, np.float64):
         for func in (k.SOFTMAX, k.LOG_SOFTMAX, k.LOGSUMEXP):
-            for shape in ((6, 2, 1), (1, 3 * k.SHORT, 1), (2, 3, 2)):  # short rows, rows, columns
+            for shape in ((6, 2, 1), (2, 3 * k.BLOCK, 1), (2, 3, 2)):  # short rows, long rows, columns
                 x = np.zeros(shape, dtype)
                 y = np.empty((shape[0], 1 if func == k.LOGSUMEXP else shape[1], shape[2]), dtype)
                 _dispatch(k, func, x, y, 1)
@@ -253,23 +253,14 @@ def _dispatch(k: ModuleType, func: int, x3: np.ndarray, y3: np.ndarray, threads:
         )
         return
     x2, y2 = x3.reshape(outer, n), y3.reshape(outer, -1)
-    if 0 < n <= k.SHORT:
+    if outer >= ROWS_PER_THREAD * threads or outer % threads == 0 or n * threads < CHUNK:
+        step = max(1, k.CHUNK_ENTRIES // max(n, 1))  # rows per claim: a chunk of about CHUNK_ENTRIES entries
+        scratch_shape = (step, n) if n <= k.BLOCK else (1, k.BLOCK)
         _share(
             threads,
-            lambda state, _: k.short_rows(
-                func,
-                x2.reshape(-1),
-                y2.reshape(-1),
-                n,
-                state,
-                np.empty(k.SHORT_CHUNK, x2.dtype),
-                np.empty(k.SHORT_CHUNK * n, x2.dtype),
-            ),
+            lambda state, _: k.rows(func, x2, y2, state, step, *np.empty((4, k.MAX_BLOCKS)), np.empty(scratch_shape, x2.dtype)),
             outer,
         )
-    elif outer >= ROWS_PER_THREAD * threads or n * threads < CHUNK:
-        step = max(1, CHUNK // max(n, 1))
-        _share(threads, lambda state, _: k.rows(func, x2, y2, state, step, *_scratch(k, x2.dtype)), outer)
     else:  # a few long rows: each one shared
         for i in range(outer):
             _long_row(k, func, x2[i], y2[i], threads)
@@ -297,10 +288,6 @@ def _long_row(k: ModuleType, func: int, row: np.ndarray, res: np.ndarray, thread
             raise _Failed
 
     _share(threads, part, nb, k.DONE if func == k.LOGSUMEXP else k.DONE_2)
-
-
-def _scratch(k: ModuleType, dtype: np.dtype) -> tuple[np.ndarray, ...]:
-    return np.empty(k.MAX_BLOCKS), np.empty(k.MAX_BLOCKS), np.empty(k.MAX_BLOCKS), np.empty(k.BLOCK, dtype)
 
 
 def _share(threads: int, part: Callable[[np.ndarray, bool], Any], total: int, counter: int | None = None) -> None:
