@@ -283,6 +283,17 @@ def _claim(state, counter, step, total):
 
 
 @numba.njit(**_JIT)
+def wait_change(box, seen, spins):
+    """Spin until box[0] differs from ``seen`` (new work was posted): True; False after ``spins``
+    rounds, so that a waiting worker can go to sleep."""
+    for _ in range(spins):
+        if load_acquire(box, 0) != seen:
+            return True
+        spin_pause()
+    return load_acquire(box, 0) != seen
+
+
+@numba.njit(**_JIT)
 def wait_done(state, counter, total, spins):
     """Spin until state[counter] reaches total: True; False when another thread failed (state[FAILED])
     or after ``spins`` rounds, so that the caller can yield the core."""
@@ -296,21 +307,30 @@ def wait_done(state, counter, total, spins):
 
 
 @numba.njit(**_JIT)
-def rows(func, x, out, state, step, ms, ks, ts, cs, scratch):
+def rows(func, x, out, state, step):
     """softmax, log_softmax or logsumexp of the rows of the 2-D x, ``step`` rows at a time,
     shared with the other threads that run this on the same ``state``. For logsumexp, out is
     (rows, 1). Rows of up to BLOCK entries go a chunk of ``step`` rows at a time (each pass over
-    the whole chunk, in cache: see :func:`_chunk`); longer ones a row at a time, block by block."""
+    the whole chunk, in cache: see :func:`_chunk`); longer ones a row at a time, block by block.
+
+    The scratch is allocated here, once per thread and call: each array argument costs the call
+    half a microsecond in Numba's dispatcher, more than this allocation does."""
     n = x.shape[1]
+    if n <= BLOCK:
+        stats = np.empty((4, step))
+        scratch = np.empty((step, n), x.dtype)
+    else:
+        stats = np.empty((4, min(-(-n // BLOCK), MAX_BLOCKS)))
+        scratch = np.empty((1, BLOCK), x.dtype)
     while True:
         r0, r1 = _claim(state, CLAIMED, step, x.shape[0])
         if r0 >= r1:
             return
         if n <= BLOCK:
-            _chunk(func, x[r0:r1], out[r0:r1], ms, ks, ts, cs, scratch)
+            _chunk(func, x[r0:r1], out[r0:r1], stats[0], stats[1], stats[2], stats[3], scratch)
         else:
             for i in range(r0, r1):
-                _row(func, x[i], out[i], ms, ks, ts, scratch.reshape(-1))
+                _row(func, x[i], out[i], stats[0], stats[1], stats[2], scratch.reshape(-1))
         fetch_add(state, DONE, r1 - r0)
 
 
@@ -504,8 +524,10 @@ def long_row(func, x, out, state, step, block, ms, ks, ts, cms, cks, cts, scratc
 
 
 @numba.njit(**_JIT)
-def columns(func, x, out, state, step, width, ms, ss):
+def columns(func, x, out, state, step, width):
     """The same along the middle axis of the 3-D x (outer, n, inner), ``step`` tiles at a time."""
+    ms = np.empty(width)
+    ss = np.empty(3 * width)
     tiles = x.shape[0] * -(-x.shape[2] // width)
     while True:
         t0, t1 = _claim(state, CLAIMED, step, tiles)
@@ -670,9 +692,10 @@ def weighted_finish(m, k, t, nan, empty, return_sign):
 
 
 @numba.njit(**_JIT)
-def weighted_rows(x, b, value, sign, state, step, return_sign, scratch):
+def weighted_rows(x, b, value, sign, state, step, return_sign):
     """logsumexp with weights b (of x's shape) of the rows of the 2-D x: value[i], sign[i]."""
     n = x.shape[1]
+    scratch = np.empty(BLOCK, x.dtype)
     while True:
         r0, r1 = _claim(state, CLAIMED, step, x.shape[0])
         if r0 >= r1:

@@ -21,12 +21,12 @@ which claim items from counters in a small ``state`` array (see :mod:`._kernels`
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
 
@@ -48,17 +48,19 @@ __all__ = [
 
 SOFTMAX, LOG_SOFTMAX, LOGSUMEXP = 0, 1, 2  # the function to compute (as the kernels number them)
 
-# Below MIN_SIZE entries the ufuncs cost less than a call into compiled code (measured: the call
-# and its checks are about 1 us; NumPy's four ufunc passes over 4 096 entries, about as much).
-# Tests set it to 1 to run the whole conformance suite through the kernels.
-MIN_SIZE = int(os.environ.get("SOFTMAX_MULTI_FUSED_MIN_SIZE", "4096"))
-# Below PARALLEL_MIN_SIZE entries one thread is quicker than handing work to another (a pool
-# hand-off costs some 20 us here; 128K float32 entries take about 60 us on one core).
-PARALLEL_MIN_SIZE = int(os.environ.get("SOFTMAX_MULTI_PARALLEL_MIN_SIZE", str(1 << 17)))
+# Below MIN_SIZE entries the ufuncs run. Once loaded, the kernels are quicker at every size
+# (measured, smx.softmax with out=: 10.5 us against the ufuncs' 14.5 us for 8 entries, 19 against
+# 52 us for 16 384), so only empty arrays, which the reference handles, stay out.
+MIN_SIZE = int(os.environ.get("SOFTMAX_MULTI_FUSED_MIN_SIZE", "1"))
+# Below PARALLEL_MIN_SIZE entries one thread is quicker than handing work to the team (measured,
+# float32 softmax: 32 768 entries 32 us alone, 40 us with a worker; 65 536 entries 65 against 52 us).
+# Tests set it to 1 to run the whole conformance suite through the threads.
+PARALLEL_MIN_SIZE = int(os.environ.get("SOFTMAX_MULTI_PARALLEL_MIN_SIZE", str(1 << 16)))
 THREADS = max(1, int(os.environ.get("SOFTMAX_MULTI_NUM_THREADS", "0")) or len(os.sched_getaffinity(0)))
 COLUMN_TILE = 256  # columns per tile when the softmax axis is not the last: 2 KiB of float64 per statistic
 CHUNK = 1 << 13  # entries a thread claims at a time: small enough to balance, big enough to cost nothing
 SPINS = 1 << 14  # rounds of spinning (about a millisecond) before a waiting thread yields its core
+WORKER_SPINS = 1 << 12  # rounds (a quarter of a millisecond) a worker spins for new work before it sleeps
 ROWS_PER_THREAD = 4  # fewer long rows than this per thread, not a multiple of the threads: each row is shared
 LOAD_ENV = "SOFTMAX_MULTI_FUSED"  # "wait": load the kernels on the first call; "off": never
 
@@ -66,8 +68,8 @@ _lock = threading.Lock()
 _module: ModuleType | None = None  # the kernels, once loaded
 _loading: threading.Thread | None = None
 _off = False  # Numba missing, unusable, or SOFTMAX_MULTI_FUSED=off
-_pool: ThreadPoolExecutor | None = None
-_pool_pid = 0
+_the_team: _Team | None = None
+_team_pid = 0
 
 
 def kernels() -> ModuleType | None:
@@ -157,15 +159,13 @@ def _warm(k: ModuleType) -> None:
                 _dispatch(k, func, x, y, 1)
             _long_row(k, func, np.zeros(12, dtype), np.empty(1 if func == k.LOGSUMEXP else 12, dtype), 1)
         x = np.zeros((2, 3), dtype)
-        k.weighted_rows(
-            x, x, np.empty(2, dtype), np.empty(2, dtype), np.zeros(k.STATE_SIZE, np.int64), 1, True, np.empty(k.BLOCK, dtype)
-        )
+        k.weighted_rows(x, x, np.empty(2, dtype), np.empty(2, dtype), np.zeros(k.STATE_SIZE, np.int64), 1, True)
 
 
 def _forget_threads() -> None:
-    """A forked child inherits the pool and a loading thread as objects, not as threads."""
-    global _pool, _loading, _lock
-    _pool = None
+    """A forked child inherits the team and a loading thread as objects, not as threads."""
+    global _the_team, _loading, _lock
+    _the_team = None
     _loading = None
     _lock = threading.Lock()
 
@@ -173,12 +173,14 @@ def _forget_threads() -> None:
 os.register_at_fork(after_in_child=_forget_threads)
 
 
-def run(func: int, x: np.ndarray, axes: tuple[int, ...], out: np.ndarray | None = None) -> np.ndarray | None:
+def run(
+    func: int, x: np.ndarray, axes: tuple[int, ...], out: np.ndarray | None = None, min_size: int | None = None
+) -> np.ndarray | None:
     """``func`` (0 softmax, 1 log_softmax, 2 logsumexp with the reduced axes kept) of ``x`` over
     ``axes`` through the kernels, written into ``out`` if given; None, with nothing written, where
-    they do not apply."""
+    they do not apply (``min_size``, by default MIN_SIZE: fewer entries than this)."""
     if (
-        x.size < MIN_SIZE
+        x.size < (MIN_SIZE if min_size is None else min_size)
         or x.dtype.char not in "fd"
         or not x.dtype.isnative
         or not x.flags.c_contiguous
@@ -233,7 +235,7 @@ def weighted(x: np.ndarray, b: np.ndarray, axes: tuple[int, ...], return_sign: b
     step = max(1, CHUNK // max(x2.shape[1], 1))
     _share(
         threads,
-        lambda state, _: k.weighted_rows(x2, b2, value, sign, state, step, return_sign, np.empty(k.BLOCK, x.dtype)),
+        lambda state, _: k.weighted_rows(x2, b2, value, sign, state, step, return_sign),
         outer,
     )
     kept = x.shape[: axes[0]] + (1,) * len(axes)
@@ -248,19 +250,14 @@ def _dispatch(k: ModuleType, func: int, x3: np.ndarray, y3: np.ndarray, threads:
         tiles = outer * -(-inner // COLUMN_TILE)
         _share(
             threads,
-            lambda state, _: k.columns(func, x3, y3, state, step, COLUMN_TILE, np.empty(COLUMN_TILE), np.empty(3 * COLUMN_TILE)),
+            lambda state, _: k.columns(func, x3, y3, state, step, COLUMN_TILE),
             tiles,
         )
         return
     x2, y2 = x3.reshape(outer, n), y3.reshape(outer, -1)
     if outer >= ROWS_PER_THREAD * threads or outer % threads == 0 or n * threads < CHUNK:
         step = max(1, k.CHUNK_ENTRIES // max(n, 1))  # rows per claim: a chunk of about CHUNK_ENTRIES entries
-        scratch_shape = (step, n) if n <= k.BLOCK else (1, k.BLOCK)
-        _share(
-            threads,
-            lambda state, _: k.rows(func, x2, y2, state, step, *np.empty((4, k.MAX_BLOCKS)), np.empty(scratch_shape, x2.dtype)),
-            outer,
-        )
+        _share(threads, lambda state, _: k.rows(func, x2, y2, state, step), outer)
     else:  # a few long rows: each one shared
         for i in range(outer):
             _long_row(k, func, x2[i], y2[i], threads)
@@ -291,32 +288,84 @@ def _long_row(k: ModuleType, func: int, row: np.ndarray, res: np.ndarray, thread
 
 
 def _share(threads: int, part: Callable[[np.ndarray, bool], Any], total: int, counter: int | None = None) -> None:
-    """Run ``part(state, caller)`` on this thread (caller True) and on up to ``threads - 1`` pool
-    threads, all on one shared state; return once state[counter] (by default DONE) reaches
-    ``total``, the number of items.
+    """Run ``part(state, caller)`` on this thread (caller True) and on the team's worker threads,
+    all on one shared state; return once state[counter] (by default DONE) reaches ``total``, the
+    number of items.
 
-    Pool threads that have not started once this thread runs out of work are cancelled: they
-    would find nothing left. So a busy pool (other callers) slows a call but cannot block it.
+    Work is claimed from the state's counters, so any number of threads may take part: where the
+    team is busy with another caller's work, this caller does its own alone. So concurrent callers
+    slow each other but cannot block one another.
     """
     k = _module if _module is not None else _import_kernels()
     state = np.zeros(k.STATE_SIZE, np.int64)
-    if threads == 1:
+    team = _team(k) if threads > 1 else None
+    if team is None or not team.busy.acquire(blocking=False):
         part(state, True)
         return
-    futures = [_executor().submit(_guarded, k, part, state, False) for _ in range(threads - 1)]
+    errors: list[BaseException] = []
     try:
-        _guarded(k, part, state, True)
-        for f in futures:
-            f.cancel()
+        team.post(part, state, errors)
+        _guarded(k, part, state, True, errors)
         _wait(k, state, k.DONE if counter is None else counter, total)
     except _Failed:  # raise the error of the thread that failed first
-        errors = [f.exception() for f in futures if not f.cancelled()]
-        raise next(
-            (e for e in errors if e is not None and not isinstance(e, _Failed)), RuntimeError("softmax-multi: a thread failed")
-        ) from None
+        raise next((e for e in errors if not isinstance(e, _Failed)), RuntimeError("softmax-multi: a thread failed")) from None
     finally:
-        for f in futures:
-            f.cancel()
+        team.busy.release()
+
+
+class _Team:
+    """THREADS - 1 worker threads. Between two calls a worker spins for a moment (WORKER_SPINS
+    rounds, without the GIL) on the team's epoch, so that work posted soon after starts at once:
+    a sleeping thread takes tens of microseconds to wake (measured here: 50 us for a pool's
+    future), more than a (64, 1024) softmax takes. Then it sleeps on a condition."""
+
+    def __init__(self, k: ModuleType, size: int):
+        self.k = k
+        self.box = np.zeros(1, np.int64)  # the epoch: one more per posted task
+        self.task: tuple[int, Callable[[np.ndarray, bool], Any], np.ndarray, list[BaseException]] | None = None
+        self.busy = threading.Lock()  # one caller at a time shares the team
+        self.wake = threading.Condition()
+        self.sleeping = 0
+        for i in range(size):
+            threading.Thread(target=self._work, name=f"softmax-multi-{i}", daemon=True).start()
+
+    def post(self, part: Callable[[np.ndarray, bool], Any], state: np.ndarray, errors: list[BaseException]) -> None:
+        epoch = int(self.box[0]) + 1
+        self.task = (epoch, part, state, errors)
+        self.box[0] = epoch  # after the task: a worker that sees the epoch finds its task
+        if self.sleeping:
+            with self.wake:
+                self.wake.notify_all()
+
+    def _work(self) -> None:
+        seen = 0
+        while True:
+            if not self.k.wait_change(self.box, seen, WORKER_SPINS):
+                with self.wake:
+                    self.sleeping += 1
+                    while int(self.box[0]) == seen:
+                        self.wake.wait()
+                    self.sleeping -= 1
+            task = self.task
+            if task is None or task[0] == seen:
+                seen = int(self.box[0])
+                continue
+            seen = task[0]
+            _, part, state, errors = task
+            with contextlib.suppress(BaseException):  # recorded in errors, and state[FAILED] set: the caller raises it
+                _guarded(self.k, part, state, False, errors)
+
+
+def _team(k: ModuleType) -> _Team | None:
+    global _the_team, _team_pid
+    if THREADS < 2:
+        return None
+    if _the_team is None or _team_pid != os.getpid():  # a forked child inherits the team object, not its threads
+        with _lock:
+            if _the_team is None or _team_pid != os.getpid():
+                _the_team = _Team(k, THREADS - 1)
+                _team_pid = os.getpid()
+    return _the_team
 
 
 def _import_kernels() -> ModuleType:
@@ -329,10 +378,13 @@ class _Failed(Exception):
     """Another thread that shares this call failed: its own error is the one to raise."""
 
 
-def _guarded(k: ModuleType, part: Callable[[np.ndarray, bool], Any], state: np.ndarray, caller: bool) -> None:
+def _guarded(
+    k: ModuleType, part: Callable[[np.ndarray, bool], Any], state: np.ndarray, caller: bool, errors: list[BaseException]
+) -> None:
     try:
         part(state, caller)
-    except BaseException:
+    except BaseException as err:
+        errors.append(err)
         state[k.FAILED] = 1  # the other threads stop waiting for this one's work
         raise
 
@@ -345,13 +397,3 @@ def _wait(k: ModuleType, state: np.ndarray, counter: int, total: int) -> None:
         os.sched_yield()
     if state[k.FAILED]:
         raise _Failed
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _pool, _pool_pid
-    if _pool is None or _pool_pid != os.getpid():  # a forked child inherits the pool but not its threads
-        with _lock:
-            if _pool is None or _pool_pid != os.getpid():
-                _pool = ThreadPoolExecutor(max_workers=max(1, THREADS - 1), thread_name_prefix="softmax-multi")
-                _pool_pid = os.getpid()
-    return _pool

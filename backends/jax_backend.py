@@ -3,6 +3,9 @@
 The reference implementation is the native code here: it traces, so it runs compiled by
 ``jax.jit`` (which makes eager calls as cheap as ``jax.nn.softmax``'s) and inlines into any
 outer ``jit``, ``vmap`` or ``grad``; XLA adds the collectives when the reduced axis is sharded.
+softmax and log_softmax carry their own derivative (``jax.custom_jvp``), written with their
+output alone, so that reverse mode keeps only the output for the backward pass, as
+``jax.nn.softmax`` does, instead of the forward's temporaries.
 """
 
 from __future__ import annotations
@@ -47,14 +50,67 @@ class _PairwiseNumpy:
 
 
 @functools.cache
+def _differentiated() -> dict[str, Any]:
+    """softmax and log_softmax (with and without a mask) whose JVP reads their output only.
+
+    With y = softmax(x) and tangent t: dy = y * (t - sum(y * t)); for log_softmax,
+    dy = t - sum(exp(y) * t). Masked entries get a zero tangent (softmax's y is 0 there; for
+    log_softmax it is set), so a masked or fully masked slice stays NaN-free.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    xp = _PairwiseNumpy(jnp)
+    forward = {name: functools.partial(getattr(reference, name), xp=xp) for name in ("softmax", "log_softmax")}
+
+    def tangent(name: str, y: Any, t: Any, axes: tuple[int, ...], where: Any) -> Any:
+        p = y if name == "softmax" else jnp.exp(y)
+        centred = t - xp.sum(p * t, axes, keepdims=True)
+        if name == "softmax":
+            return y * centred
+        return centred if where is None else jnp.where(where, centred, 0.0)
+
+    def make(name: str) -> tuple[Any, Any]:
+        f = forward[name]
+
+        @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+        def plain(x: Any, axes: tuple[int, ...]) -> Any:
+            return f(x, axes)
+
+        @plain.defjvp
+        def _(axes, primals, tangents):
+            y = f(primals[0], axes)
+            return y, tangent(name, y, tangents[0], axes, None)
+
+        @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+        def masked(x: Any, axes: tuple[int, ...], where: Any) -> Any:
+            return f(x, axes, where)
+
+        @masked.defjvp
+        def _(axes, primals, tangents):
+            x, where = primals
+            y = f(x, axes, where)
+            return y, tangent(name, y, tangents[0], axes, where)
+
+        return plain, masked
+
+    return {name: make(name) for name in forward}
+
+
+def _with_derivative(name: str, x: Any, axes: tuple[int, ...], where: Any) -> Any:
+    plain, masked = _differentiated()[name]
+    return plain(x, axes) if where is None else masked(x, axes, where)
+
+
+@functools.cache
 def _compiled() -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
 
     xp = _PairwiseNumpy(jnp)
     return {
-        "softmax": jax.jit(functools.partial(reference.softmax, xp=xp), static_argnums=1),
-        "log_softmax": jax.jit(functools.partial(reference.log_softmax, xp=xp), static_argnums=1),
+        "softmax": jax.jit(functools.partial(_with_derivative, "softmax"), static_argnums=1),
+        "log_softmax": jax.jit(functools.partial(_with_derivative, "log_softmax"), static_argnums=1),
         "logsumexp": jax.jit(functools.partial(reference.logsumexp, xp=xp), static_argnums=(1, 3)),
         "weighted_logsumexp": jax.jit(functools.partial(reference.logsumexp, xp=xp), static_argnums=(1, 3, 5)),
     }

@@ -1,11 +1,16 @@
 """PyTorch backend: CPU and CUDA tensors, autograd, torch.compile; accurate at every row length.
 
 PyTorch's CPU softmax kernels sum each row in float sequentially across vector lanes, so their
-error grows with the row (about 120 eps at 32 000 and 1 500 eps at 1e6 in float32). Rows longer
-than ``NATIVE_CPU_ROW_LIMIT`` therefore run the NumPy backend's fused kernels on the tensor's own
-memory, when nothing needs torch to see the computation. Otherwise (autograd, torch.compile,
-functorch, no Numba) a row's error is one common factor, its normaliser, so dividing the native
-result by its own (cascade-summed, accurate) sum fixes it at the cost of one read and one pass.
+error grows with the row (about 120 eps at 32 000 and 1 500 eps at 1e6 in float32), and its
+log_softmax takes log(1 + rest) where the rest rounds away, so that a dominant entry's value is 0
+instead of -log1p(rest). On CPU tensors this backend therefore runs the fused kernels
+(:mod:`softmax_multi.backends.fused`) on the tensor's own memory — as fast as torch's kernel, and
+accurate — wherever torch need not trace the computation; under autograd through a
+``torch.autograd.Function`` whose backward is torch's own. Where torch must see every operation
+(``torch.compile`` tracing, functorch transforms) or the kernels do not apply, torch's softmax
+runs, its one common error per row divided out by the row's own accurately summed total; and
+log_softmax and logsumexp run the reference implementation. CUDA kernels reduce as trees and are
+used as they are for softmax.
 """
 
 from __future__ import annotations
@@ -17,8 +22,6 @@ import numpy as np
 
 from softmax_multi import reference
 from softmax_multi.backends import fused
-from softmax_multi.backends.numpy_backend import log_softmax as log_softmax_np
-from softmax_multi.backends.numpy_backend import softmax as softmax_np
 from softmax_multi.registry import BackendSpec
 
 # The reference implementation without its NumPy-warning filter: torch computes without NumPy,
@@ -27,12 +30,11 @@ _REFERENCE = {name: inspect.unwrap(getattr(reference, name)) for name in ("softm
 
 # Longest CPU row whose native softmax stays within the conformance tolerance (16 eps) unaided.
 NATIVE_CPU_ROW_LIMIT = 512
-# From this many entries on, the fused kernels beat torch's own plus the correction pass. Below
-# it torch's kernel wins (its output stays in cache, and its OpenMP threads, still spinning after
-# the previous torch call, take the cores our threads would use): measured interleaved with
-# torch.softmax on 2 threads, (256, 16384): fused 5.6 ms, torch 2.7 ms; (1024, 8192): 12.5 ms
-# against 15.8 ms; (4096, 32000): 122 ms against 276 ms.
-FUSED_MIN_SIZE = 1 << 23
+# Below this many entries torch's own softmax runs where it is accurate (rows up to
+# NATIVE_CPU_ROW_LIMIT): the tensor-to-array views and our dispatch cost a microsecond or two,
+# which a small tensor's whole softmax may not.
+FUSED_CPU_MIN_SIZE = 65536
+_FUNCS = ("softmax", "log_softmax")
 
 
 def _namespace(x: Any = None) -> Any:
@@ -42,82 +44,138 @@ def _namespace(x: Any = None) -> Any:
 
 
 def softmax(x: Any, axes: tuple[int, ...], where: Any = None, out: Any = None) -> Any:
-    if out is not None:
-        return _into(out, "softmax", x, axes, where)
-    if where is not None or len(axes) != 1:
-        return _REFERENCE["softmax"](x, axes, where, xp=_namespace())
-    dim = axes[0]
-    if x.shape[dim] <= NATIVE_CPU_ROW_LIMIT or not x.is_cpu:
-        return x.softmax(dim)  # the method: no framework import on the hot path
-    y = _fused(softmax_np, x, dim)
-    return y if y is not None else _corrected(x.softmax(dim), dim)
+    return _run("softmax", x, axes, where, out)
 
 
 def log_softmax(x: Any, axes: tuple[int, ...], where: Any = None, out: Any = None) -> Any:
-    """torch's own log_softmax takes log(sum) of 1 + a rest that rounds away when one entry
-    dominates, so that its value at the max is 0 instead of -log1p(rest): the fused kernels (CPU,
-    where torch need not see the computation) or the reference, which keep it."""
-    if out is not None:
-        return _into(out, "log_softmax", x, axes, where)
-    if where is None and len(axes) == 1:
-        y = _fused(log_softmax_np, x, axes[0])
-        if y is not None:
-            return y
-    return _REFERENCE["log_softmax"](x, axes, where, xp=_namespace())
+    return _run("log_softmax", x, axes, where, out)
+
+
+def _run(func: str, x: Any, axes: tuple[int, ...], where: Any, out: Any) -> Any:
+    import torch
+
+    if out is not None and torch.is_grad_enabled() and (x.requires_grad or out.requires_grad):
+        # torch's out= variants silently drop the graph; refuse rather than lose the gradient.
+        raise TypeError(f"{func}: out= cannot take part in autograd (x or out requires grad); call {func} without out=")
+    if where is not None or len(axes) != 1:
+        return _written(_REFERENCE[func](x, axes, where, xp=_namespace()), out)
+    dim = axes[0]
+    if func == "softmax" and (not x.is_cpu or (x.numel() < FUSED_CPU_MIN_SIZE and x.shape[dim] <= NATIVE_CPU_ROW_LIMIT)):
+        return x.softmax(dim) if out is None else torch.softmax(x, dim, out=out)  # accurate as it is
+    if _fusible(x, out):
+        if x.requires_grad and torch.is_grad_enabled():
+            return _FusedFunction.apply(x, dim, func)
+        return _fused(func, x, dim, out)
+    if func == "log_softmax":  # precise at the max: the reference
+        return _written(_REFERENCE[func](x, axes, where, xp=_namespace()), out)
+    if out is None:
+        return _corrected(x.softmax(dim), dim)
+    return _corrected(torch.softmax(x, dim, out=out), dim)
+
+
+def _written(y: Any, out: Any) -> Any:
+    if out is None:
+        return y
+    out.copy_(y)
+    return out
 
 
 def _corrected(y: Any, dim: int) -> Any:
     """Native CPU softmax of long rows, with its one common error per row divided out: its own
     accurately summed total. In place unless autograd records (softmax's backward reads its own
-    output)."""
+    output). Traced by torch.compile, float32 rows are summed in float64: inductor's own
+    reductions of long rows drift (18.5 eps measured on rows of 1e5)."""
+    import torch
+
+    if torch.compiler.is_compiling() and y.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        return (y / y.sum(dim, keepdim=True, dtype=torch.float64)).to(y.dtype)
     s = y.sum(dim, keepdim=True)
     return y / s if y.requires_grad else y.div_(s)
 
 
-def _fused(kernel: Any, x: Any, dim: int, out: Any = None) -> Any:
-    """The NumPy backend's fused kernels run on a CPU tensor's own memory (no copy), when nothing
-    needs torch to see the computation: no autograd recording, no torch.compile tracing, no
-    functorch transform. Faster than torch's kernel and accurate; None when it does not apply."""
+def _fusible(x: Any, out: Any) -> bool:
+    """Can the fused kernels run on x's memory: a contiguous float32/float64 CPU tensor (and out),
+    nothing tracing it (torch.compile, functorch), and the kernels loaded?"""
     import torch
 
-    if (
-        x.numel() < FUSED_MIN_SIZE
-        or x.dtype not in (torch.float32, torch.float64)
-        or (x.requires_grad and torch.is_grad_enabled())
-        or torch.compiler.is_compiling()
-        or torch._C._functorch.is_functorch_wrapped_tensor(x)
-        or not x.is_contiguous()
-        or fused.kernels() is None
-    ):
-        return None
+    return (
+        x.is_cpu
+        and x.dtype in (torch.float32, torch.float64)
+        and x.is_contiguous()
+        and (out is None or out.is_contiguous())
+        and not torch.compiler.is_compiling()
+        and not torch._C._functorch.is_functorch_wrapped_tensor(x)
+        and fused.kernels() is not None
+    )
+
+
+def _fused(func: str, x: Any, dim: int, out: Any = None) -> Any:
+    """softmax or log_softmax by the fused kernels, on x's own memory (no copy), into out if given."""
+    import torch
+
     a = x.detach().numpy()
-    y = kernel(a, (dim % x.ndim,), None, None if out is None else out.detach().numpy())
+    kind = fused.SOFTMAX if func == "softmax" else fused.LOG_SOFTMAX
+    y = fused.run(kind, a, (dim % x.ndim,), None if out is None else out.detach().numpy(), min_size=1)
+    if y is None:  # not the kernels' layout after all: torch's kernel, corrected
+        with torch.no_grad():
+            return (
+                _corrected(getattr(torch, func)(x, dim), dim)
+                if func == "softmax"
+                else _REFERENCE[func](x, (dim % x.ndim,), xp=_namespace())
+            )
     return out if out is not None else torch.from_numpy(y)
 
 
-def _into(out: Any, func: str, x: Any, axes: tuple[int, ...], where: Any) -> Any:
-    """softmax or log_softmax written into out: torch's own out= kernels, then the same row fix."""
+def _function() -> Any:
     import torch
 
-    if torch.is_grad_enabled() and (x.requires_grad or out.requires_grad):
-        # torch's out= variants silently drop the graph; refuse rather than lose the gradient.
-        raise TypeError(f"{func}: out= cannot take part in autograd (x or out requires grad); call {func} without out=")
-    if where is not None or len(axes) != 1:
-        out.copy_(_REFERENCE[func](x, axes, where, xp=_namespace()))
-        return out
-    dim = axes[0]
-    kernel = softmax_np if func == "softmax" else log_softmax_np
-    if out.is_contiguous() and _fused(kernel, x, dim, out) is not None:
-        return out
-    if func == "log_softmax":  # precise at the max: see log_softmax
-        out.copy_(_REFERENCE[func](x, axes, where, xp=_namespace()))
-        return out
-    if x.shape[dim] <= NATIVE_CPU_ROW_LIMIT or not x.is_cpu:
-        return torch.softmax(x, dim, out=out)
-    return _corrected(torch.softmax(x, dim, out=out), dim)
+    class FusedFunction(torch.autograd.Function):
+        """The fused kernels forward, torch's own backward (from the output alone, as torch's)."""
+
+        @staticmethod
+        def forward(ctx: Any, x: Any, dim: int, func: str) -> Any:
+            y = _fused(func, x, dim)
+            ctx.save_for_backward(y)
+            ctx.dim, ctx.func = dim, func
+            return y
+
+        @staticmethod
+        def backward(ctx: Any, g: Any) -> Any:
+            (y,) = ctx.saved_tensors
+            if ctx.func == "softmax":
+                return torch._softmax_backward_data(g, y, ctx.dim, y.dtype), None, None
+            return torch._log_softmax_backward_data(g, y, ctx.dim, y.dtype), None, None
+
+    return FusedFunction
+
+
+class _Lazy:
+    """The autograd Function, defined when first used (defining it imports torch)."""
+
+    _cls: Any = None
+
+    def apply(self, *args: Any) -> Any:
+        if _Lazy._cls is None:
+            _Lazy._cls = _function()
+        return _Lazy._cls.apply(*args)
+
+
+_FusedFunction = _Lazy()
 
 
 def logsumexp(x: Any, axes: tuple[int, ...], where: Any = None, keepdims: bool = False) -> Any:
+    import torch
+
+    if (
+        where is None
+        and not (x.requires_grad and torch.is_grad_enabled())
+        and x.numel() >= FUSED_CPU_MIN_SIZE
+        and _fusible(x, None)
+    ):
+        r = fused.run(fused.LOGSUMEXP, x.detach().numpy(), axes)
+        if r is not None:
+            y = torch.from_numpy(r)
+            return y if keepdims or not axes else y.squeeze(axes)
     return _REFERENCE["logsumexp"](x, axes, where, keepdims, xp=_namespace())
 
 

@@ -169,6 +169,22 @@ def _call(func: str, x: Array, axis: Any, where: Any, dtype: Any, keepdims: bool
 
     ``keepdims`` is None for softmax and log_softmax, a bool for logsumexp.
     """
+    plan = _cached_plan(func, x, axis, dtype)
+    if plan is None:  # a Python scalar or list
+        return _call(func, _from_python(func, x), axis, where, dtype, keepdims)
+    if where is None and plan.direct:
+        try:
+            if keepdims is None:
+                return plan.impl(x, plan.axes, None)
+            return plan.impl(x, plan.axes, None, keepdims)
+        except Exception as err:
+            _blame(err, plan.spec, func)
+            raise
+    return _call_general(func, plan, x, where, keepdims)
+
+
+def _cached_plan(func: str, x: Array, axis: Any, dtype: Any) -> Plan | None:
+    """The plan of this kind of call, from the cache or made (and cached); None for Python input."""
     plan = key = None
     plans = _plans.get(type(x))
     # Only exact ints and None are cached: True == 1 and (True,) == (1,) as keys, yet are refused.
@@ -180,21 +196,13 @@ def _call(func: str, x: Array, axis: Any, where: Any, dtype: Any, keepdims: bool
             key = None
     if plan is None:
         if type(x) in _PYTHON_INPUTS:
-            return _call(func, _from_python(func, x), axis, where, dtype, keepdims)
+            return None
         plan = _plan(func, x, axis, dtype)
         if key is not None:
             if plans is None or len(plans) >= _PLAN_LIMIT:
                 plans = _plans[type(x)] = {}
             plans[key] = plan
-    if where is None and plan.direct:
-        try:
-            if keepdims is None:
-                return plan.impl(x, plan.axes, None)
-            return plan.impl(x, plan.axes, None, keepdims)
-        except Exception as err:
-            _blame(err, plan.spec, func)
-            raise
-    return _call_general(func, plan, x, where, keepdims)
+    return plan
 
 
 def _blame(err: Exception, spec: BackendSpec, func: str) -> None:
@@ -249,14 +257,16 @@ def _weighted_implementation(spec: BackendSpec) -> Callable[..., Any]:
 
 def _call_out(func: str, x: Array, axis: Any, where: Any, dtype: Any, out: Array) -> Array:
     """softmax or log_softmax written into ``out``, once ``out`` is checked against ``x``."""
-    if type(x) in _PYTHON_INPUTS:
+    plan = _cached_plan(func, x, axis, dtype)
+    if plan is None:
         x = _from_python(func, x)
-    plan = _plan(func, x, axis, dtype)
+        plan = _plan(func, x, axis, dtype)
     spec, result = plan.spec, plan.result
     if spec.out is not True:
         raise TypeError(f"{func}: out= is not supported for {spec.name} arrays: {spec.out}; use the returned array")
-    _same_library(func, spec, spec.namespace(x), "out", out)
-    if tuple(out.shape) != tuple(x.shape):
+    if type(out) is not type(x) or not spec.array_types:  # the same class is the same library, but for array-API ones
+        _same_library(func, spec, spec.namespace(x), "out", out)
+    if out.shape != x.shape and tuple(out.shape) != tuple(x.shape):
         raise ValueError(f"{func}: out has shape {tuple(out.shape)}, expected {tuple(x.shape)} (the shape of x)")
     if out.dtype != result:
         raise TypeError(f"{func}: out has dtype {dtype_name(out.dtype)}, expected {dtype_name(result)} (the result's dtype)")
@@ -264,6 +274,12 @@ def _call_out(func: str, x: Array, axis: Any, where: Any, dtype: Any, out: Array
         raise ValueError(f"{func}: out is on device {out.device}, expected {x.device} (the device of x)")
     if not getattr(getattr(out, "flags", None), "writeable", True):
         raise ValueError(f"{func}: out is read-only")
+    if where is None and plan.direct:
+        try:
+            return plan.impl(x, plan.axes, None, out=out)
+        except Exception as err:
+            _blame(err, spec, func)
+            raise
     return _call_general(func, plan, x, where, None, out)
 
 

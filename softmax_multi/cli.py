@@ -210,6 +210,7 @@ BENCH_GROUPS = {
     "rows": "row lengths 8 to 1e6 at 16 and 64 MiB against torch's out= kernel and the copy",
     "overhead": "tiny inputs, dispatch against calling the native function",
     "torch": "the PyTorch backend against torch.softmax, with out= and under autograd",
+    "jax": "the JAX backend against jax.nn under jit and under grad",
     "first-call": "fresh processes: import and first call, Numba's cache warm and empty",
 }
 
@@ -265,8 +266,8 @@ def _bench_run(bench: Any, args: argparse.Namespace, progress: Any) -> Any:
         if args.funcs:
             select["funcs"] = tuple(args.funcs.split(","))
         return bench.run_rows(args.rounds or 7, progress, args.settle, **select)
-    if args.group == "torch":
-        return bench.run_torch(args.rounds or 21, args.settle)
+    if args.group in ("torch", "jax"):
+        return bench.run_torch(args.rounds or 21, args.settle, args.group)
     if args.group == "first-call":
         return [list(row) for row in bench.first_call(args.rounds or 5)]
     return [list(row) for row in bench.run_group(args.group, args.rounds or 21, args.settle)]
@@ -292,7 +293,7 @@ def _bench_report(bench: Any, group: str, results: Any, args: argparse.Namespace
         print("ratios with out= (above 1: we are faster): torch's fastest configuration's time / ours, the copy's time / ours")
         print(_table(header, rows))
         _targets(bench.evaluate(bench.ROW_TARGETS, results, lambda r: f"{r['size']} {r['dtype']} {r['func']} {r['n']}"))
-    elif group == "torch":
+    elif group in ("torch", "jax"):
         rows = [
             [r["case"], peer, f"{r['seconds']['smx'] * 1e6:.1f} us", f"{t * 1e6:.1f} us", f"{r['seconds']['smx'] / t:.2f}x"]
             for r in results
@@ -300,7 +301,7 @@ def _bench_report(bench: Any, group: str, results: Any, args: argparse.Namespace
             if peer != "smx"
         ]
         print(_table(["case", "peer", "smx", "peer time", "smx / peer"], rows))
-        _targets(bench.evaluate(bench.TORCH_TARGETS, results, lambda r: r["case"]))
+        _targets(bench.evaluate(bench.TORCH_TARGETS if group == "torch" else bench.JAX_TARGETS, results, lambda r: r["case"]))
     elif group == "first-call":
         rows = [
             [cache, f"{imp:.3f} s", f"{first:.3f} s", f"{imp + first:.3f} s", f"{ready:.3f} s"]

@@ -153,3 +153,37 @@ def test_weighted_and_complex_logsumexp_under_jit_vmap_grad(rng):
 def test_gh18295_precision_under_jit():
     x = jnp.asarray([0.0, -40.0])
     np.testing.assert_allclose(jax.jit(smx.logsumexp)(x), np.logaddexp(0.0, -40.0), rtol=1e-15)
+
+
+def _residual_bytes(f, x):
+    """Bytes that reverse mode keeps from the forward pass of f at x (the VJP's closure)."""
+    _, backward = jax.vjp(f, x)
+    return sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(backward) if hasattr(leaf, "nbytes"))
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("masked", [False, True], ids=["plain", "where"])
+def test_gradient_keeps_only_the_output(name, masked):
+    """Reverse mode saves the output (log_softmax: its exp, the same size) and, with where=, the
+    mask and one array of zeros; jax.nn saves the forward's temporaries too. The gradients are
+    jax.nn's, and NaN-free with a fully masked row."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((64, 1000)) * 3, jnp.float32)
+    w = jnp.asarray(rng.standard_normal((64, 1000)), jnp.float32)
+    where = jnp.asarray(rng.random((64, 1000)) > 0.3).at[0].set(False) if masked else None
+    ours, native = getattr(smx, name), getattr(jax.nn, name)
+    kept = _residual_bytes(lambda x: ours(x, where=where), x)
+    limit = x.nbytes + (0 if where is None else where.nbytes + x.nbytes) + 64  # and a few scalars
+    assert kept <= limit, (kept, limit)
+    assert kept < _residual_bytes(lambda x: native(x, where=where), x) or where is None
+
+    def loss(f):
+        def value(x):
+            y = f(x, where=where)
+            return jnp.sum((y if where is None else jnp.where(where, y, 0.0)) * w)
+
+        return value
+
+    g, g_native = jax.grad(loss(ours))(x), jax.grad(loss(native))(x)
+    assert not jnp.isnan(g).any()
+    np.testing.assert_allclose(g, g_native, rtol=1e-5, atol=1e-6)

@@ -180,13 +180,22 @@ def test_fused_after_fork():
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]
 
 
-def test_conformance_suite_through_the_fused_kernels():
-    """The whole conformance suite, every input sent through the fused kernels and their threads."""
+# The suite's own run sends every non-empty input through the kernels, on one thread below
+# PARALLEL_MIN_SIZE; these runs send every input through the threads, and none through the kernels.
+PATHS = {
+    "kernels on threads": {"SOFTMAX_MULTI_PARALLEL_MIN_SIZE": "1", "SOFTMAX_MULTI_FUSED": "wait"},
+    "ufuncs only": {"SOFTMAX_MULTI_FUSED": "off"},
+}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_conformance_suite_through_each_path(path):
+    """The whole conformance suite on the NumPy backend, every input sent down one path."""
     import os
     import subprocess
     import sys
 
-    env = dict(os.environ, SOFTMAX_MULTI_FUSED_MIN_SIZE="1", SOFTMAX_MULTI_PARALLEL_MIN_SIZE="1", SOFTMAX_MULTI_FUSED="wait")
+    env = dict(os.environ, **PATHS[path])
     run = subprocess.run(
         [
             sys.executable,
@@ -237,15 +246,15 @@ def _in_thread(f, timeout=120):
 
 
 @pytest.mark.parametrize("func", ["softmax", "log_softmax", "logsumexp"])
-def test_shared_work_with_a_busy_pool(rng, monkeypatch, func):
-    """Each call asks for more threads than the pool has, while 8 callers share it: the work must
-    still finish (a caller takes back its queued share), and give the same bits as alone."""
+def test_shared_work_with_a_busy_team(rng, monkeypatch, func):
+    """Each call asks for more threads than the team has, while 8 callers share it: the work must
+    still finish (a caller that finds the team busy works alone), and give the same bits as alone."""
     from concurrent.futures import ThreadPoolExecutor
 
     f = FUNCS[func][0]
     xs = [(rng.standard_normal(shape) * 4).astype(np.float32) for shape, _ in LAYOUTS]
     alone = [f(x, axis=axis) for x, (_, axis) in zip(xs, LAYOUTS)]
-    fused._executor()  # the pool exists, with its THREADS - 1 threads
+    assert fused._team(fused.wait_ready()) is not None  # the team exists, with its THREADS - 1 threads
     monkeypatch.setattr(fused, "THREADS", 6)
 
     def crowd():

@@ -129,45 +129,49 @@ def test_cuda_path_does_not_synchronise():
         torch.cuda.set_sync_debug_mode("default")
 
 
-def test_large_cpu_tensors_run_the_fused_kernels_on_their_memory():
-    """From FUSED_MIN_SIZE entries, CPU rows longer than 512 run the NumPy backend's fused kernels
-    on the tensor's own memory: the same numbers as for the NumPy array, returned as a tensor."""
+def test_cpu_tensors_run_the_fused_kernels_on_their_memory():
+    """From FUSED_CPU_MIN_SIZE entries (and any size past NATIVE_CPU_ROW_LIMIT), CPU tensors run
+    the fused kernels on their own memory: the NumPy backend's numbers, returned as a tensor."""
     from softmax_multi.backends import torch_backend
 
-    x = torch.randn(1024, torch_backend.FUSED_MIN_SIZE // 1024) * 3
-    for f in (smx.softmax, smx.log_softmax):
-        y = f(x)
-        assert isinstance(y, torch.Tensor) and y.dtype == x.dtype and y.device == x.device
-        np.testing.assert_array_equal(y.numpy(), f(x.numpy()))
-        out = torch.empty_like(x)
-        assert f(x, out=out) is out
-        np.testing.assert_array_equal(out.numpy(), y.numpy())
-
-
-def test_large_cpu_tensors_under_autograd_keep_their_graph():
-    from softmax_multi.backends import torch_backend
-
-    x = (torch.randn(1024, torch_backend.FUSED_MIN_SIZE // 1024, dtype=torch.float64) * 3).requires_grad_(True)
-    y = smx.softmax(x)
-    assert y.grad_fn is not None
-    (y[:, 0].sum()).backward()
-    expected = torch.softmax(x.detach(), -1)
-    # d/dx_j of sum_i y_i0 = y_i0 (delta_0j - y_ij)
-    g = expected[:, :1] * ((torch.arange(x.shape[1]) == 0).double() - expected)
-    torch.testing.assert_close(x.grad, g, rtol=1e-10, atol=1e-14)
-    with torch.no_grad():
-        np.testing.assert_array_equal(smx.softmax(x).numpy(), smx.softmax(x.detach().numpy()))
+    for shape in [(64, torch_backend.FUSED_CPU_MIN_SIZE // 64), (2, 5000)]:
+        x = torch.randn(*shape) * 3
+        for f in (smx.softmax, smx.log_softmax):
+            y = f(x)
+            assert isinstance(y, torch.Tensor) and y.dtype == x.dtype and y.device == x.device
+            np.testing.assert_array_equal(y.numpy(), f(x.numpy()))
+            out = torch.empty_like(x)
+            assert f(x, out=out) is out
+            np.testing.assert_array_equal(out.numpy(), y.numpy())
 
 
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
-def test_out_on_long_cpu_rows_is_corrected(name):
-    """Rows past NATIVE_CPU_ROW_LIMIT, below the fused size: torch's out= kernel, then the fix."""
+def test_cpu_tensors_under_autograd_run_the_kernels_forward_and_torch_backward(name, rng):
+    """The fused kernels forward (accurate), torch's own backward; gradcheck in float64."""
+    x = torch.tensor(rng.standard_normal((64, 2048)) * 3, requires_grad=True)
+    y = getattr(smx, name)(x)
+    assert type(y.grad_fn).__name__.startswith("FusedFunction")
+    with torch.no_grad():
+        np.testing.assert_array_equal(y.detach().numpy(), getattr(smx, name)(x.detach().numpy()))
+    g = torch.tensor(rng.standard_normal((64, 2048)))
+    (got,) = torch.autograd.grad(y, x, g)
+    (want,) = torch.autograd.grad(getattr(torch, name)(x, -1), x, g)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    small = torch.tensor(rng.standard_normal((3, 700)), requires_grad=True)
+    assert torch.autograd.gradcheck(getattr(smx, name), (small,), eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_out_on_long_rows_that_torch_must_trace(name):
+    """Under torch.compile the kernels cannot run: torch's softmax with the row fix, the reference
+    for log_softmax; accurate either way."""
+    from softmax_multi import registry
     from softmax_multi.conformance import oracle
 
+    registry.list_backends()
     x = torch.randn(4, 100_000) * 3
-    out = torch.empty_like(x)
-    assert getattr(smx, name)(x, out=out) is out
-    oracle.assert_close(out.numpy(), getattr(oracle, name)(x.numpy(), (1,)), "float32", log_scale=name == "log_softmax")
+    f = torch.compile(getattr(smx, name), fullgraph=True)
+    oracle.assert_close(f(x).numpy(), getattr(oracle, name)(x.numpy(), (1,)), "float32", log_scale=name == "log_softmax")
 
 
 @pytest.mark.parametrize(

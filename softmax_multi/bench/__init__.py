@@ -9,6 +9,7 @@ Speed is a ratio measured in one run, never an absolute number compared across r
 * ``overhead``: tiny inputs, where dispatch is what there is to measure;
 * ``torch``: the PyTorch backend against ``torch.softmax``, with and without ``out=``, and under
   autograd;
+* ``jax``: softmax and log_softmax under ``jax.jit`` and ``jax.grad`` against ``jax.nn``'s;
 * ``first-call``: fresh processes, import and first call, with Numba's cache warm and empty.
 
 ``timing`` times, ``cases`` builds what is timed, ``targets`` says what is aimed at and why,
@@ -25,9 +26,20 @@ from typing import Any
 import numpy as np
 
 from . import cases, report, targets
-from .cases import COPY, GRID_FUNCS, GRID_SHAPES, ROW_LENGTHS, first_call, grid_case, overhead_cases, row_cases, torch_cases
+from .cases import (
+    COPY,
+    GRID_FUNCS,
+    GRID_SHAPES,
+    ROW_LENGTHS,
+    first_call,
+    grid_case,
+    jax_cases,
+    overhead_cases,
+    row_cases,
+    torch_cases,
+)
 from .report import grid_table, plot_grid, row_table
-from .targets import GRID_TARGETS, ROW_TARGETS, TORCH_TARGETS, evaluate
+from .targets import GRID_TARGETS, JAX_TARGETS, ROW_TARGETS, TORCH_TARGETS, evaluate
 from .timing import time_interleaved
 
 __all__ = [
@@ -35,6 +47,7 @@ __all__ = [
     "GRID_FUNCS",
     "GRID_SHAPES",
     "GRID_TARGETS",
+    "JAX_TARGETS",
     "ROW_LENGTHS",
     "ROW_TARGETS",
     "TORCH_TARGETS",
@@ -43,6 +56,7 @@ __all__ = [
     "first_call",
     "grid_case",
     "grid_table",
+    "jax_cases",
     "overhead_cases",
     "plot_grid",
     "report",
@@ -103,10 +117,10 @@ def run_rows(rounds: int = 7, progress: Progress | None = None, settle: float = 
     return results
 
 
-def run_torch(rounds: int = 21, settle: float = 0.03) -> list[dict[str, Any]]:
-    """The PyTorch group, with each case's size kept for its targets."""
+def run_torch(rounds: int = 21, settle: float = 0.03, group: str = "torch") -> list[dict[str, Any]]:
+    """The PyTorch group (or the JAX one), with each case's size kept for its targets."""
     results = []
-    for name, methods in torch_cases().items():
+    for name, methods in (torch_cases() if group == "torch" else jax_cases()).items():
         shape = tuple(int(n) for n in name.split("(")[1].split(")")[0].split(","))
         results.append(
             {"case": name, "entries": math.prod(shape), "seconds": time_interleaved(methods, rounds=rounds, settle=settle)}

@@ -25,6 +25,7 @@ __all__ = [
     "ROW_LENGTHS",
     "ROW_SIZES",
     "grid_case",
+    "jax_cases",
     "overhead_cases",
     "row_cases",
     "torch_cases",
@@ -261,6 +262,35 @@ def torch_cases(threads: int = TORCH_THREADS) -> dict[str, Methods]:
             "smx": with_threads(threads, backward(softmax)),
             "torch.softmax": with_threads(threads, backward(lambda a: torch.softmax(a, -1))),
         }
+    return cases
+
+
+def _ready(f: Callable[[Any], Any], x: Any) -> object:
+    return f(x).block_until_ready()
+
+
+JAX_SHAPES = [(64, 1000), (1024, 4096), (256, 32000)]
+
+
+def jax_cases() -> dict[str, Methods]:
+    """JAX float32 softmax and log_softmax under ``jax.jit``, forward alone and ``jax.grad`` of a
+    weighted sum (forward + backward), against ``jax.nn``'s."""
+    import jax
+    import jax.numpy as jnp
+
+    from .. import _api
+
+    cases: dict[str, Methods] = {}
+    for shape in JAX_SHAPES:
+        rng = np.random.default_rng(0)
+        x = jax.device_put((rng.standard_normal(shape) * 3).astype(np.float32))
+        w = jax.device_put(rng.standard_normal(shape).astype(np.float32))
+        for func in ("softmax", "log_softmax"):
+            pair = {"smx": getattr(_api, func), f"jax.nn.{func}": getattr(jax.nn, func)}
+            forward = {k: jax.jit(f) for k, f in pair.items()}
+            grad = {k: jax.jit(jax.grad(lambda a, f=f, w=w: jnp.sum(f(a) * w))) for k, f in pair.items()}
+            for what, fs in (("jit", forward), ("grad", grad)):
+                cases[f"jax {what} {func} {shape} float32"] = {k: functools.partial(_ready, f, x) for k, f in fs.items()}
     return cases
 
 

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-__all__ = ["GRID_TARGETS", "ROW_TARGETS", "TORCH_TARGETS", "Target", "evaluate"]
+__all__ = ["GRID_TARGETS", "JAX_TARGETS", "ROW_TARGETS", "TORCH_TARGETS", "Target", "evaluate"]
 
 
 class Target(NamedTuple):
@@ -120,6 +120,18 @@ TORCH_TARGETS = [
         "extra",
         1e-6,
         "where the work is small, dispatch costs at most a microsecond",
+    ),
+]
+
+JAX_TARGETS = [
+    Target(
+        "smx[jax] vs jax.nn",
+        lambda r: True,
+        "smx",
+        ("jax.nn.softmax", "jax.nn.log_softmax"),
+        "slowdown",
+        1.05,
+        "under jit and grad no slower than jax.nn: the custom JVP keeps only the output for the backward pass",
     ),
 ]
 
