@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import tempfile
+import sys
 from typing import Any
 
 import numpy as np
@@ -64,7 +64,8 @@ NAMESPACE = _NumPyNamespace()
 
 
 def _namespace(x: object) -> object:
-    if isinstance(x, np.ma.MaskedArray):
+    ma = sys.modules.get("numpy.ma")  # not imported: x cannot be a masked array (importing it costs 30 ms)
+    if ma is not None and isinstance(x, ma.MaskedArray):
         raise TypeError("masked arrays are not supported: pass the mask as where= (True = keep)")
     return NAMESPACE
 
@@ -103,19 +104,31 @@ def _shift_stats(x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None)
 
 
 def softmax(x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    return _normalised(fused.SOFTMAX, x, axes, where, out)
+
+
+def log_softmax(
+    x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None = None, out: np.ndarray | None = None
+) -> np.ndarray:
+    return _normalised(fused.LOG_SOFTMAX, x, axes, where, out)
+
+
+def _normalised(kind: int, x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None, out: np.ndarray | None) -> np.ndarray:
+    """softmax or log_softmax (``kind``): the fused kernels where they apply, else the ufuncs."""
     x = _array(x)
     if where is None:
-        y = fused.run(fused.SOFTMAX, x, axes, out)
+        y = fused.run(kind, x, axes, out)
         if y is not None:
             return y
     if not x.ndim:  # ufuncs give NumPy scalars for 0-d arrays, and scalars cannot be written in place
-        return softmax(x.reshape(1), axes, where, None if out is None else out.reshape(1)).reshape(())
+        return _normalised(kind, x.reshape(1), axes, where, None if out is None else out.reshape(1)).reshape(())
+    shifted = _softmax_shifted if kind == fused.SOFTMAX else _log_softmax_shifted
     src, m = _shift_stats(x, axes, where)
     if _all_plain(m):
-        return _softmax_shifted(src, x, m, axes, where, True, out)
+        return shifted(src, x, m, axes, where, True, out)
     with _quiet():
         m[m == _NEG_INF] = 0.0  # an all -inf slice: exp(-inf) = 0 everywhere, and 0/0 decides
-        return _softmax_shifted(src, x, m, axes, where, False, out)
+        return shifted(src, x, m, axes, where, False, out)
 
 
 def _target(src: np.ndarray, x: np.ndarray, out: np.ndarray | None) -> np.ndarray | None:
@@ -133,24 +146,6 @@ def _softmax_shifted(src, x, m, axes, where, finite, out):
     if where is not None and not finite:
         np.copyto(out, 0.0, where=np.logical_not(where))
     return out
-
-
-def log_softmax(
-    x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None = None, out: np.ndarray | None = None
-) -> np.ndarray:
-    x = _array(x)
-    if where is None:
-        y = fused.run(fused.LOG_SOFTMAX, x, axes, out)
-        if y is not None:
-            return y
-    if not x.ndim:  # ufuncs give NumPy scalars for 0-d arrays, and scalars cannot be written in place
-        return log_softmax(x.reshape(1), axes, where, None if out is None else out.reshape(1)).reshape(())
-    src, m = _shift_stats(x, axes, where)
-    if _all_plain(m):
-        return _log_softmax_shifted(src, x, m, axes, where, True, out)
-    with _quiet():
-        m[m == _NEG_INF] = 0.0
-        return _log_softmax_shifted(src, x, m, axes, where, False, out)
 
 
 def _log_softmax_shifted(src, x, m, axes, where, finite, out):
@@ -234,6 +229,8 @@ def _broadcast(a: np.ndarray, device: str | None = None) -> np.ndarray:
 
 def _memory_map(a: np.ndarray, device: str | None = None) -> np.ndarray:
     """The same values in a memory-mapped file (an ndarray subclass); the file is gone once unmapped."""
+    import tempfile  # only the conformance suite builds these; importing it costs 10 ms
+
     with tempfile.TemporaryFile() as f:
         m = np.memmap(f, dtype=a.dtype, mode="w+", shape=a.shape)
     m[...] = a

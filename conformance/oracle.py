@@ -11,11 +11,27 @@ import math
 
 import numpy as np
 
-__all__ = ["TOLERANCE_ULPS", "assert_close", "finfo", "log_softmax", "logsumexp", "softmax", "ulp_error"]
+__all__ = [
+    "GRADIENT_TOLERANCE_ULPS",
+    "ROUNDED_TOLERANCE_ULPS",
+    "TOLERANCE_ULPS",
+    "assert_close",
+    "finfo",
+    "log_softmax",
+    "logsumexp",
+    "softmax",
+    "ulp_error",
+]
 
 # Largest error allowed, in units of the result dtype's eps (relative error for softmax and
 # logsumexp, absolute error scaled by max(1, |y|) for log_softmax). One place, shown in reports.
 TOLERANCE_ULPS = {"float16": 4.0, "bfloat16": 4.0, "float32": 16.0, "float64": 16.0, "complex64": 16.0, "complex128": 16.0}
+# Largest float32 gradient error, in eps of the largest weight: a gradient is a sum over the slice
+# of products of values each within TOLERANCE_ULPS, so it may carry a few of their errors.
+GRADIENT_TOLERANCE_ULPS = 64.0
+# float16 and bfloat16 results are computed in float32 and rounded once: within one ulp of their
+# own dtype from the exact value (float32's error is far below half of theirs).
+ROUNDED_TOLERANCE_ULPS = 1.0
 
 
 def _slices(x: np.ndarray, axes: tuple[int, ...], where: np.ndarray | None, work: type = np.longdouble):

@@ -26,6 +26,6 @@ def test_float32_long_rows(backend, n, measured):
     x_np, soft, log_soft = case(n)
     x = backend.asarray(x_np)
     y = backend.numpy(smx.softmax(x, axis=-1))
-    oracle.assert_close(y, soft, "float32", ulps=16, record=measured)
+    oracle.assert_close(y, soft, "float32", record=measured)
     y = backend.numpy(smx.log_softmax(x, axis=-1))
-    oracle.assert_close(y, log_soft, "float32", log_scale=True, ulps=16, record=measured)
+    oracle.assert_close(y, log_soft, "float32", log_scale=True, record=measured)

@@ -199,7 +199,7 @@ def test_low_precision_accumulates_in_float32(backend, func, low_dtype, rng):
     expected = FUNCTIONS[func].truth(exact, (1,)).astype(np.float32)
     expected = backend.numpy(xp.astype(xp.astype(backend.asarray(expected), x.dtype), xp.float32))
     got = backend.numpy(xp.astype(y, xp.float32))
-    oracle.assert_close(got, expected, low_dtype, log_scale=FUNCTIONS[func].log_scale, ulps=1.0)
+    oracle.assert_close(got, expected, low_dtype, log_scale=FUNCTIONS[func].log_scale, ulps=oracle.ROUNDED_TOLERANCE_ULPS)
 
 
 @ALL_FUNCS
@@ -260,7 +260,9 @@ def test_dtype_argument_casts_first(backend, rng, func):
     narrowed = x_np.astype(target).astype(np.float32 if target == "float16" else target)
     expected = FUNCTIONS[func][1](narrowed, (1,)).astype(target).astype(narrowed.dtype)
     got = backend.numpy(xp.astype(y, getattr(xp, str(narrowed.dtype))))
-    oracle.assert_close(got, expected, target, log_scale=FUNCTIONS[func][2], ulps=1.0 if target == "float16" else None)
+    oracle.assert_close(
+        got, expected, target, log_scale=FUNCTIONS[func][2], ulps=oracle.ROUNDED_TOLERANCE_ULPS if target == "float16" else None
+    )
 
 
 # -- the input -----------------------------------------------------------------------------------

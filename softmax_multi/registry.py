@@ -1,9 +1,14 @@
 """Backend specs, their discovery through entry points, and dispatch from an array to its backend.
 
-Nothing is discovered at ``import softmax_multi``: the entry-point group is read on the first
-call that needs it. Dispatch is a dict keyed by ``type(x)``; a miss checks the array classes each
-backend names as (module, class-name) strings against modules already in ``sys.modules``, so
-asking "is this a torch tensor?" never imports torch.
+Nothing is discovered at ``import softmax_multi``. The built-in backends come from
+``BUILTIN_BACKENDS`` on the first call; the entry-point group (third-party plugins), whose scan
+of every installed distribution costs tens of milliseconds, is read on the first call that could
+need it: an array of a class no built-in backend names exactly, a lookup by name, a listing or a
+registration. A plugin cannot take a built-in backend's classes, so an exact match needs no scan.
+
+Dispatch is a dict keyed by ``type(x)``; a miss checks the array classes each backend names
+as (module, class-name) strings against modules already in ``sys.modules``, so asking "is this
+a torch tensor?" never imports torch.
 
 What the registry holds, and when it is filled:
 
@@ -21,7 +26,7 @@ What the registry holds, and when it is filled:
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
+import importlib
 import importlib.util
 import os
 import sys
@@ -46,6 +51,15 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "softmax_multi.backends"
+# The backends that ship with softmax-multi, loaded without reading the entry points.
+BUILTIN_BACKENDS = {
+    "numpy": "softmax_multi.backends.numpy_backend:spec",
+    "array_api_strict": "softmax_multi.backends.strict_backend:spec",
+    "torch": "softmax_multi.backends.torch_backend:spec",
+    "jax": "softmax_multi.backends.jax_backend:spec",
+    "dask": "softmax_multi.backends.dask_backend:spec",
+    "cupy": "softmax_multi.backends.cupy_backend:spec",
+}
 GRADIENT_TRANSFORMS = frozenset({"grad", "autograd"})
 DISABLE_ENV = "SOFTMAX_MULTI_DISABLE"  # comma-separated backend names to leave out
 
@@ -110,6 +124,10 @@ class BackendSpec:
         Other ways this library's arrays can hold the same values, by name, each as
         ``form(a, device)`` building one from the NumPy array ``a`` (a byte-swapped, a
         Fortran-ordered, a broadcast view...); the conformance suite runs every function on each.
+    unavailable
+        For a library that can be installed where it cannot run (CuPy without a GPU): returns why
+        it cannot run here, or None when it can. Asked when the backends are listed (it may
+        import the library), never on the hot path; such a backend is listed ``unavailable``.
     accurate_sums
         True when the library's ``sum`` is accurate whatever the length (pairwise or tree
         reductions): the reference implementation then sums float32 with it directly. Otherwise
@@ -135,6 +153,7 @@ class BackendSpec:
     out: bool | str = "this backend does not write into preallocated arrays"
     input_forms: Mapping[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
     accurate_sums: bool = False
+    unavailable: Callable[[], str | None] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -220,38 +239,79 @@ def _disabled() -> set[str]:
     return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
 
 
-def _installed(spec: BackendSpec) -> tuple[bool, str | None]:
+def _installed(spec: BackendSpec) -> bool:
     if spec.module is None:
-        return True, None
+        return True
     try:
-        if importlib.util.find_spec(spec.module) is None:
-            return False, None
+        return importlib.util.find_spec(spec.module) is not None
     except (ImportError, ValueError):
-        return False, None
+        return False
+
+
+def _version(spec: BackendSpec) -> str | None:
+    """The installed version of the spec's library: looked up when listed (reading the installed
+    distributions' metadata is slow), not when registered."""
+    import importlib.metadata
+
     try:
-        return True, importlib.metadata.version(spec.distribution or spec.module)
-    except importlib.metadata.PackageNotFoundError:
-        return True, getattr(sys.modules.get(spec.module), "__version__", None)
+        return importlib.metadata.version(spec.distribution or spec.module or "")
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return getattr(sys.modules.get(spec.module or ""), "__version__", None)
+
+
+def _with_version(row: BackendStatus) -> BackendStatus:
+    """The row with its version looked up, and marked unavailable if its spec says so."""
+    spec = _specs.get(row.name)
+    if row.version is not None or row.status != "ready" or spec is None or spec.module is None:
+        return row
+    row = row._replace(version=_version(spec))
+    why = spec.unavailable() if spec.unavailable is not None else None
+    if why:
+        row = row._replace(status="unavailable", error=why)
+    _rows[row.name] = row
+    return row
+
+
+_builtins_loaded = False
+
+
+def _load_builtins() -> None:
+    """Register the built-in backends (once), from BUILTIN_BACKENDS."""
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    with _lock:
+        if _builtins_loaded:
+            return
+        disabled = _disabled()
+        for name, value in BUILTIN_BACKENDS.items():
+            if name in _rows:
+                continue
+            if name in disabled:
+                _rows[name] = BackendStatus(name, "disabled", None, f"listed in {DISABLE_ENV}", value)
+                continue
+            module, _, attr = value.partition(":")
+            _add(getattr(importlib.import_module(module), attr), source=value, override=False)
+        _builtins_loaded = True
 
 
 def _discover() -> None:
-    """Load every entry point of the group once; a plugin that fails is recorded and warned about."""
+    """Load the built-in backends, then every entry point of the group, once; a plugin that fails
+    is recorded and warned about."""
     global _discovered, _discovering
     if _discovered:
         return
+    _load_builtins()
     with _lock:
         if _discovered or _discovering:
             return
         _discovering = True
         try:
+            import importlib.metadata
+
             disabled = _disabled()
-            # Built-in backends first, so a third-party plugin cannot take their array classes.
-            eps = sorted(
-                importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
-                key=lambda ep: not ep.value.startswith("softmax_multi."),
-            )
-            for ep in eps:
-                if ep.name in _rows:  # the same distribution seen twice on sys.path
+            for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+                if ep.name in _rows:  # a built-in, or the same distribution seen twice on sys.path
                     continue
                 if ep.name in disabled:
                     _rows[ep.name] = BackendStatus(ep.name, "disabled", None, f"listed in {DISABLE_ENV}", ep.value)
@@ -297,9 +357,8 @@ def _add(spec: BackendSpec, *, source: str, override: bool) -> None:
                 if not kept:  # nothing left to serve: listed as such, not as ready
                     row = _rows[name]
                     _rows[name] = row._replace(status="overridden", error=f"its array classes are served by {spec.name!r}")
-    installed, version = _installed(spec)
     _specs[spec.name] = spec
-    _rows[spec.name] = BackendStatus(spec.name, "ready" if installed else "not installed", version, None, source)
+    _rows[spec.name] = BackendStatus(spec.name, "ready" if _installed(spec) else "not installed", None, None, source)
     _changed()
 
 
@@ -333,7 +392,11 @@ def backend_for_type(cls: type, obj: Any = None) -> BackendSpec | None:
     spec = _by_type.get(cls)
     if spec is not None:
         return spec
-    _discover()
+    _load_builtins()
+    if not _discovered and not any(
+        _rows[s.name].status == "ready" and s.class_distance(cls) == 0 for s in tuple(_specs.values())
+    ):
+        _discover()  # not a built-in class: a plugin may serve it
     # No lock past discovery: the scan reads a snapshot, and storing one dict entry is atomic, so
     # two threads at worst both find the same answer (and torch.compile can trace this part).
     best = None
@@ -387,7 +450,7 @@ def status_of(name: str) -> BackendStatus:
     if row is None:
         known = ", ".join(sorted(_rows)) or "none"
         raise LookupError(f"no backend named {name!r}; known: {known}")
-    return row
+    return _with_version(row)
 
 
 def list_backends() -> list[BackendStatus]:
@@ -401,15 +464,15 @@ def list_backends() -> list[BackendStatus]:
     """
     _discover()
     with _lock:
-        return sorted(_rows.values(), key=lambda row: row.name)
+        return sorted((_with_version(row) for row in list(_rows.values())), key=lambda row: row.name)
 
 
 def reset() -> None:
     """Forget every backend, discovered or registered: the next call discovers them afresh
     (after installing a plugin in a running interpreter, or in tests)."""
-    global _discovered
+    global _discovered, _builtins_loaded
     with _lock:
         _specs.clear()
         _rows.clear()
-        _discovered = False
+        _discovered = _builtins_loaded = False
         _changed()

@@ -78,7 +78,7 @@ def test_low_precision_accumulates_in_float32(f, dtype, rng):
         np.asarray(jnp.asarray(expected.astype(np.float32)).astype(dtype).astype(jnp.float32)),
         dtype,
         log_scale=f is not smx.softmax,
-        ulps=1.0,
+        ulps=oracle.ROUNDED_TOLERANCE_ULPS,
     )
 
 

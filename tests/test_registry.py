@@ -27,11 +27,27 @@ def test_import_imports_no_framework():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_builtin_backends_come_through_entry_points():
+def test_builtin_backends_are_listed_with_their_versions():
     rows = {row.name: row for row in smx.list_backends()}
     assert rows["numpy"].source == "softmax_multi.backends.numpy_backend:spec"
     assert rows["numpy"].status == "ready" and rows["numpy"].version == np.__version__
     assert rows["array_api_strict"].status == "ready"
+
+
+def test_a_builtin_class_needs_no_entry_point_scan():
+    """A NumPy array is dispatched without reading the installed distributions' entry points;
+    anything else (here a class no backend names) reads them once."""
+    code = (
+        "import sys, numpy as np, softmax_multi as smx\n"
+        "smx.softmax(np.zeros(3))\n"
+        "assert 'importlib.metadata' not in sys.modules, 'scanned'\n"
+        "from softmax_multi import registry\n"
+        "assert not registry._discovered\n"
+        "registry.backend_for_type(object)\n"
+        "assert registry._discovered\n"
+    )
+    env = {**__import__("os").environ, "SOFTMAX_MULTI_FUSED": "off"}  # Numba itself reads the metadata
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
 def test_dispatch_by_type(backend):
@@ -188,3 +204,33 @@ def test_sixteen_threads_on_a_cold_registry(plugin_path):
     names = [s.name for s in expected]
     for i, r in enumerate(results):
         assert r == (names[i % 2], [0.0064, 0.0471, 0.9465]), r
+
+
+def test_an_installed_library_that_cannot_run_here_is_listed_unavailable(plugin_path):
+    """A spec's ``unavailable`` (CuPy without a GPU) is asked when the backends are listed: the row
+    says why, and the conformance suite leaves the backend out instead of failing it."""
+    from softmax_multi.conformance.plugin import testable_backends
+
+    write_distribution(plugin_path, "fakearr-plugin", {})
+    import dataclasses
+
+    import fakearr
+
+    smx.register_backend(dataclasses.replace(fakearr.spec, unavailable=lambda: "no CUDA device"))
+    row = smx.registry.status_of("fakearr")
+    assert (row.status, row.error) == ("unavailable", "no CUDA device")
+    assert "fakearr" not in testable_backends()
+
+
+def test_cupy_is_listed_as_what_it_is_here():
+    """Built in, and never failing: not installed, unavailable (installed without a GPU), or ready."""
+    import importlib.util
+
+    row = {row.name: row for row in smx.list_backends()}["cupy"]
+    assert row.source == "softmax_multi.backends.cupy_backend:spec"
+    if importlib.util.find_spec("cupy") is None:
+        assert row.status == "not installed"
+    else:
+        from softmax_multi.backends import cupy_backend
+
+        assert row.status == ("unavailable" if cupy_backend._unavailable() else "ready"), row
