@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 from array_api_compat import array_namespace
 
 from ._args import normalize_axes
-from .reference import logsumexp_from_stats, quiet
+from .reference import constant_like, logsumexp_from_stats, quiet
 
 __all__ = ["Stats", "chunk_stats", "finish_log_softmax", "finish_logsumexp", "finish_softmax", "merge", "merge_all", "reduce"]
 
@@ -81,9 +81,9 @@ def chunk_stats(
     """
     xp = array_namespace(x)
     axes = normalize_axes("chunk_stats", axis, x.ndim)
-    neg_inf = _const(xp, x, -math.inf)
+    neg_inf = constant_like(xp, x, -math.inf)
     if b is not None:
-        x = xp.where(xp.isnan(b), _const(xp, x, math.nan), xp.where(b == 0, neg_inf, x))
+        x = xp.where(xp.isnan(b), constant_like(xp, x, math.nan), xp.where(b == 0, neg_inf, x))
     if where is not None:
         x = xp.where(where, x, neg_inf)
     if any(x.shape[a] == 0 for a in axes):  # an empty chunk: nothing to take the max of
@@ -92,13 +92,13 @@ def chunk_stats(
         return Stats(xp.full(shape, -math.inf, dtype=x.dtype), zeros, zeros)
     m = xp.max(x, axis=axes, keepdims=True)
     top = xp.logical_and(x == m, x > -math.inf)
-    zero = _const(xp, x, 0.0)
-    weight = _const(xp, x, 1.0) if b is None else b
+    zero = constant_like(xp, x, 0.0)
+    weight = constant_like(xp, x, 1.0) if b is None else b
     k = xp.sum(xp.where(top, weight, zero), axis=axes, keepdims=True)
     e = xp.exp(x - _shift(xp, m))
     t = xp.sum(xp.where(top, zero, e if b is None else b * e), axis=axes, keepdims=True)
     # -inf: nothing below the max; +inf: NaN, so that softmax and log_softmax of the slice are NaN
-    t = xp.where(xp.isfinite(m), t, xp.where(m == math.inf, _const(xp, x, math.nan), zero))
+    t = xp.where(xp.isfinite(m), t, xp.where(m == math.inf, constant_like(xp, x, math.nan), zero))
     return Stats(m, k, t)
 
 
@@ -137,9 +137,9 @@ def finish_softmax(x: Array, stats: Stats, *, where: Array | None = None) -> Arr
     """The softmax of the chunk ``x``, given the statistics of the whole slices it belongs to."""
     xp = array_namespace(x)
     if where is not None:
-        x = xp.where(where, x, _const(xp, x, -math.inf))
+        x = xp.where(where, x, constant_like(xp, x, -math.inf))
     y = xp.exp(x - _shift(xp, stats.m)) / stats.s
-    return y if where is None else xp.where(where, y, _const(xp, y, 0.0))
+    return y if where is None else xp.where(where, y, constant_like(xp, y, 0.0))
 
 
 @quiet
@@ -147,9 +147,9 @@ def finish_log_softmax(x: Array, stats: Stats, *, where: Array | None = None) ->
     """The log_softmax of the chunk ``x``, given the statistics of the whole slices."""
     xp = array_namespace(x)
     if where is not None:
-        x = xp.where(where, x, _const(xp, x, -math.inf))
+        x = xp.where(where, x, constant_like(xp, x, -math.inf))
     y = (x - _shift(xp, stats.m)) - _log_s(xp, stats)
-    return y if where is None else xp.where(where, y, _const(xp, y, -math.inf))
+    return y if where is None else xp.where(where, y, constant_like(xp, y, -math.inf))
 
 
 @quiet
@@ -170,17 +170,13 @@ def _log_s(xp: Any, stats: Stats) -> Array:
 
 def _shift(xp: Any, m: Array) -> Array:
     """The max to subtract: 0 where it is -inf (exp(-inf - 0) = 0, never -inf - -inf)."""
-    return xp.where(m == -math.inf, _const(xp, m, 0.0), m)
+    return xp.where(m == -math.inf, constant_like(xp, m, 0.0), m)
 
 
 def _relative_to(xp: Any, st: Stats, merged: Array) -> tuple[Array, Array]:
     """``st``'s parts against the merged max: as they are where its max is the merged one (both
     -inf or both +inf included), else all of its sum below the max, scaled by exp(m - merged)."""
     same = st.m == merged
-    zero = _const(xp, st.t, 0.0)
+    zero = constant_like(xp, st.t, 0.0)
     scaled = (st.k + st.t) * xp.exp(xp.where(same, zero, st.m - merged))
     return xp.where(same, st.k, zero), xp.where(same, st.t, scaled)
-
-
-def _const(xp: Any, x: Array, value: float) -> Array:
-    return xp.asarray(value, dtype=x.dtype, device=getattr(x, "device", None))

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-__all__ = ["log_softmax", "logsumexp", "logsumexp_from_stats", "quiet", "softmax"]
+__all__ = ["constant_like", "log_softmax", "logsumexp", "logsumexp_from_stats", "quiet", "softmax"]
 
 Array = Any
 
@@ -72,7 +72,7 @@ def softmax(x: Array, axes: tuple[int, ...], where: Array | None = None, *, xp: 
     e = xp.exp(z)
     y = e / _sum(xp, e, axes, accurate_sums)
     # A fully masked slice divides 0 by 0 above; masked entries are 0 whatever they computed.
-    return y if where is None else xp.where(where, y, _const(xp, x, 0.0))
+    return y if where is None else xp.where(where, y, constant_like(xp, x, 0.0))
 
 
 @quiet
@@ -99,9 +99,9 @@ def log_softmax(
     e = xp.exp(z)
     top = z == 0  # exactly the entries equal to the slice's max (exp(0) = 1 exactly)
     k = _sum(xp, xp.astype(top, x.dtype), axes, True)
-    t = _sum(xp, xp.where(top, _const(xp, x, 0.0), e), axes, accurate_sums)
+    t = _sum(xp, xp.where(top, constant_like(xp, x, 0.0), e), axes, accurate_sums)
     y = z - xp.log1p((k - 1) + t)
-    return y if where is None else xp.where(where, y, _const(xp, x, -math.inf))
+    return y if where is None else xp.where(where, y, constant_like(xp, x, -math.inf))
 
 
 @quiet
@@ -147,8 +147,8 @@ def logsumexp(
 
 
 def _logsumexp_real(xp, x, axes, where, b, return_sign, accurate):
-    zero = _const(xp, x, 0.0)
-    neg_inf, nan = _const(xp, x, -math.inf), _const(xp, x, math.nan)
+    zero = constant_like(xp, x, 0.0)
+    neg_inf, nan = constant_like(xp, x, -math.inf), constant_like(xp, x, math.nan)
     if where is not None:
         x = xp.where(where, x, neg_inf)  # masked entries: no part in the value nor the gradient
     if b is None:
@@ -169,7 +169,7 @@ def _logsumexp_real(xp, x, axes, where, b, return_sign, accurate):
         # is finite: so its exp is taken too, capped where it would overflow (only an entry of
         # zero weight can lie above m).
         live = xp.where(b != 0, xm, xp.where(xp.isfinite(x), x, neg_inf))
-        cap = _const(xp, x, math.log(float(xp.finfo(x.dtype).max)) - 1)  # exp(cap) stays finite
+        cap = constant_like(xp, x, math.log(float(xp.finfo(x.dtype).max)) - 1)  # exp(cap) stays finite
         terms = b * xp.exp(xp.minimum(live - m0, cap))
     t = xp.where(finite, _sum(xp, xp.where(top, zero, terms), axes, accurate), zero)
     return logsumexp_from_stats(xp, m, k, t, return_sign)
@@ -185,7 +185,7 @@ def logsumexp_from_stats(xp: Any, m: Array, k: Array, t: Array, return_sign: boo
     dominates; where the weights at the max cancel (``k = 0``), as ``log|t|``. Each branch is fed
     safe values where the other is taken, so that neither puts NaN into a gradient.
     """
-    zero, one, nan = _const(xp, m, 0.0), _const(xp, m, 1.0), _const(xp, m, math.nan)
+    zero, one, nan = constant_like(xp, m, 0.0), constant_like(xp, m, 1.0), constant_like(xp, m, math.nan)
     finite = xp.isfinite(m)
     m0 = xp.where(finite, m, zero)
     t = xp.where(finite, t, zero)
@@ -210,12 +210,12 @@ def _logsumexp_complex(xp, x, axes, where, b, return_sign, accurate):
     active = None if b is None else b != 0
     if where is not None:
         active = where if active is None else xp.logical_and(active, where)
-    rneg_inf = _const(xp, real, -math.inf)
+    rneg_inf = constant_like(xp, real, -math.inf)
     real_active = real if active is None else xp.where(active, real, rneg_inf)
     m = _max(xp, real_active, axes)
     finite = xp.isfinite(m)
-    m0 = xp.where(finite, m, _const(xp, real, 0.0))
-    czero = _const(xp, x, 0.0)
+    m0 = xp.where(finite, m, constant_like(xp, real, 0.0))
+    czero = constant_like(xp, x, 0.0)
     e = xp.exp(x - xp.astype(m0, x.dtype))
     terms = e if b is None else b * e
     if active is not None:
@@ -223,7 +223,7 @@ def _logsumexp_complex(xp, x, axes, where, b, return_sign, accurate):
     top = real_active == m
     k = _sum(xp, xp.where(top, terms, czero), axes, True)
     t = _sum(xp, xp.where(top, czero, terms), axes, accurate)
-    safe_k = xp.where(k == 0, _const(xp, x, 1.0), k)
+    safe_k = xp.where(k == 0, constant_like(xp, x, 1.0), k)
     careful = xp.where(k == 0, xp.log(t), xp.log(safe_k) + xp.log1p(t / safe_k))
     r = xp.astype(m0, x.dtype) + careful
     # complex infinities and NaN: the plain formula, whose special values follow C99
@@ -262,11 +262,11 @@ def _empty_logsumexp(xp: Any, x: Array, axes: tuple[int, ...], return_sign: bool
 def _shifted(xp: Any, x: Array, axes: tuple[int, ...], where: Array | None) -> Array:
     """``x - max(x)`` over the unmasked entries; masked entries become -inf."""
     if where is not None:
-        x = xp.where(where, x, _const(xp, x, -math.inf))
+        x = xp.where(where, x, constant_like(xp, x, -math.inf))
     m = _max(xp, x, axes)
     # An all -inf (or fully masked) slice would compute -inf - (-inf) = NaN in the subtraction;
     # shifting it by 0 instead leaves exp(-inf) = 0 and the division 0/0 decides.
-    m = xp.where(m == -math.inf, _const(xp, x, 0.0), m)
+    m = xp.where(m == -math.inf, constant_like(xp, x, 0.0), m)
     return x - m
 
 
@@ -316,7 +316,8 @@ def _has_dtype(xp: Any, dtype: Any) -> bool:
         return True
 
 
-def _const(xp: Any, x: Array, value: float) -> Array:
+def constant_like(xp: Any, x: Array, value: float) -> Array:
+    """``value`` as a 0-d array of ``x``'s dtype, on ``x``'s device (for where() and friends)."""
     return xp.asarray(value, dtype=x.dtype, device=_device(x))
 
 
