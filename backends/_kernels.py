@@ -373,9 +373,15 @@ def _chunk_sums(es, ks, ts, split):
     """ts[i] = the float64 sum of row i's exps, or with ``split`` (log_softmax, logsumexp) the
     sum of those below 1, and ks[i] the count of those equal to 1 (the max's own), so that a
     dominant entry keeps its relative precision. Rows of up to BLOCK entries: each of the vector
-    partial sums takes few terms."""
+    partial sums takes few terms. float64 rows go as blocks' do (:func:`_sum_parts`: runs of SUB
+    terms, compensated), since float64 has no wider type to sum in: one plain loop over 8 192
+    equal terms was measured 29 eps off."""
     wide_vectors()
     n = es.shape[1]
+    if es.itemsize == 8:
+        for i in range(es.shape[0]):
+            ks[i], ts[i] = _sum_parts(es[i], split)
+        return
     for i in range(es.shape[0]):
         t = 0.0
         k = es.dtype.type(0.0)
