@@ -267,7 +267,7 @@ def _bench_run(bench: Any, args: argparse.Namespace, progress: Any) -> Any:
             select["funcs"] = tuple(args.funcs.split(","))
         return bench.run_rows(args.rounds or 7, progress, args.settle, **select)
     if args.group in ("torch", "jax"):
-        return bench.run_torch(args.rounds or 21, args.settle, args.group)
+        return (bench.run_torch if args.group == "torch" else bench.run_jax)(args.rounds or 21, args.settle)
     if args.group == "first-call":
         return [list(row) for row in bench.first_call(args.rounds or 5)]
     return [list(row) for row in bench.run_group(args.group, args.rounds or 21, args.settle)]

@@ -264,8 +264,8 @@ def _with_version(row: BackendStatus) -> BackendStatus:
     spec = _specs.get(row.name)
     if row.version is not None or row.status != "ready" or spec is None or spec.module is None:
         return row
+    why = spec.unavailable() if spec.unavailable is not None else None  # may import the library: first
     row = row._replace(version=_version(spec))
-    why = spec.unavailable() if spec.unavailable is not None else None
     if why:
         row = row._replace(status="unavailable", error=why)
     _rows[row.name] = row

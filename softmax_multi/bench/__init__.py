@@ -64,6 +64,7 @@ __all__ = [
     "row_table",
     "run_grid",
     "run_group",
+    "run_jax",
     "run_rows",
     "run_torch",
     "targets",
@@ -117,10 +118,20 @@ def run_rows(rounds: int = 7, progress: Progress | None = None, settle: float = 
     return results
 
 
-def run_torch(rounds: int = 21, settle: float = 0.03, group: str = "torch") -> list[dict[str, Any]]:
-    """The PyTorch group (or the JAX one), with each case's size kept for its targets."""
+def run_torch(rounds: int = 21, settle: float = 0.03) -> list[dict[str, Any]]:
+    """The PyTorch group."""
+    return _run_named(torch_cases(), rounds, settle)
+
+
+def run_jax(rounds: int = 21, settle: float = 0.03) -> list[dict[str, Any]]:
+    """The JAX group."""
+    return _run_named(jax_cases(), rounds, settle)
+
+
+def _run_named(named: dict[str, Any], rounds: int, settle: float) -> list[dict[str, Any]]:
+    """Time each named case; the shape in its name, as entries, is kept for the targets."""
     results = []
-    for name, methods in (torch_cases() if group == "torch" else jax_cases()).items():
+    for name, methods in named.items():
         shape = tuple(int(n) for n in name.split("(")[1].split(")")[0].split(","))
         results.append(
             {"case": name, "entries": math.prod(shape), "seconds": time_interleaved(methods, rounds=rounds, settle=settle)}
