@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from softmax_multi import online, reference
+from softmax_multi import linear, loss, online, reference
 from softmax_multi.registry import BackendSpec
 
 
@@ -174,6 +174,44 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x.compute())
 
 
+def linear_cross_entropy(
+    h: Any, weight: Any, target: Any, bias: Any, where: Any, class_weight: Any, eps: float, ignore_index: Any,
+    reduction: str, chunk_size: Any, compute: Any,
+) -> Any:
+    """Lazy: each block of rows of ``h`` (its features in one block) against the whole of
+    ``weight`` (NumPy or Dask) by the reference on the block's own arrays, tile by tile; the
+    losses then reduced as dask arrays."""
+    import dask.array as da
+
+    lead, n_features = tuple(h.shape[:-1]), h.shape[-1]
+    n_rows = math.prod(lead)
+    h2 = h.reshape(n_rows, n_features).rechunk({1: -1})
+    y = target.reshape(n_rows).rechunk((h2.chunks[0],))
+    whole = [None if a is None else da.asarray(a).rechunk(-1) for a in (weight, bias, where, class_weight)]
+    args = [h2, "ij", y, "i", whole[0], "kj"]
+    for a in whole[1:]:
+        args += [a, None if a is None else "k"]
+    parts = da.blockwise(
+        _linear_rows, "ic", *args, new_axes={"c": 2}, concatenate=True, dtype=compute, meta=np.empty((0, 0), dtype=compute),
+        eps=eps, ignore_index=ignore_index, chunk_size=chunk_size, compute=compute,
+    )
+    shape = (*lead, 1)
+    per_example, share = parts[:, 0].reshape(shape), parts[:, 1].reshape(shape)
+    return loss.reduce_losses(_namespace(), per_example, share, len(lead), reduction)
+
+
+@reference.quiet
+def _linear_rows(hb: Any, yb: Any, weight: Any, bias: Any, where: Any, class_weight: Any, *, eps: float, ignore_index: Any,
+                 chunk_size: Any, compute: Any) -> Any:
+    """One block of rows: their losses and shares side by side, (rows, 2)."""
+    from array_api_compat import array_namespace
+
+    xp = array_namespace(hb)
+    cl = linear.classes(xp, weight.shape[0], where, class_weight, bias, compute)
+    per_example, share = linear.row_terms(xp, hb, weight, yb[:, None], cl, eps, ignore_index, chunk_size, compute)
+    return xp.concat([per_example, share], axis=1)
+
+
 spec = BackendSpec(
     name="dask",
     array_types=(("dask.array.core", "Array"),),
@@ -189,4 +227,6 @@ spec = BackendSpec(
     dtypes=("float32", "float64", "complex64", "complex128"),
     out="Dask arrays are lazy; use the returned array (da.store or to_zarr writes it out)",
     accurate_sums=True,  # each block summed pairwise by NumPy, the blocks' sums as a tree
+    linear_cross_entropy=linear_cross_entropy,
+    accepts_weight=lambda w: isinstance(w, np.ndarray),
 )

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from softmax_multi import reference
+from softmax_multi.backends import jax_loss
 from softmax_multi.registry import BackendSpec
 
 # XLA on CPU sums short float32 slices nearly in order, which costs up to ~20 eps when one entry
@@ -33,10 +34,12 @@ class _PairwiseNumpy:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._jnp, name)
 
-    def sum(self, x: Any, axis: tuple[int, ...], keepdims: bool = True) -> Any:
+    def sum(self, x: Any, axis: int | tuple[int, ...] | None = None, keepdims: bool = False, **kwargs: Any) -> Any:
         jnp = self._jnp
+        if not isinstance(axis, tuple) or not keepdims or kwargs or x.dtype != jnp.float32:
+            return jnp.sum(x, axis=axis, keepdims=keepdims, **kwargs)
         n = math.prod(x.shape[a] for a in axis)
-        if x.dtype != jnp.float32 or not keepdims or n <= 2 or n > PAIRWISE_LIMIT:
+        if n <= 2 or n > PAIRWISE_LIMIT:
             return jnp.sum(x, axis=axis, keepdims=keepdims)
         kept = [i for i in range(x.ndim) if i not in axis]
         y = jnp.transpose(x, kept + list(axis)).reshape(tuple(x.shape[i] for i in kept) + (n,))
@@ -198,4 +201,6 @@ spec = BackendSpec(
     dtypes=_dtypes,
     out="JAX arrays are immutable",
     accurate_sums=True,  # XLA's tree reductions; short float32 slices pairwise (PAIRWISE_LIMIT)
+    cross_entropy=jax_loss.cross_entropy,
+    linear_cross_entropy=jax_loss.linear_cross_entropy,
 )

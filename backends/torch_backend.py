@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from softmax_multi import reference
-from softmax_multi.backends import fused
+from softmax_multi.backends import fused, torch_loss
 from softmax_multi.registry import BackendSpec
 
 # The reference implementation without its NumPy-warning filter: torch computes without NumPy,
@@ -251,4 +251,6 @@ spec = BackendSpec(
     out=True,
     input_forms={"transposed_view": _transposed, "zero_stride_view": _expanded, "strided_view": _strided},
     accurate_sums=True,  # cascade sums on CPU, trees on CUDA
+    cross_entropy=torch_loss.cross_entropy,
+    linear_cross_entropy=torch_loss.linear_cross_entropy,
 )

@@ -1,4 +1,4 @@
-"""softmax, log_softmax and logsumexp with one meaning on every array library.
+"""softmax, log_softmax, logsumexp and the cross-entropy loss with one meaning on every array library.
 
 >>> import softmax_multi as smx
 >>> smx.softmax([5.0, 7.0, 10.0]).round(4)
@@ -9,6 +9,7 @@ the ``softmax_multi.backends`` entry-point group on first use.
 """
 
 from ._api import log_softmax, logsumexp, softmax
+from ._loss_api import cross_entropy, linear_cross_entropy
 from ._args import AxisError
 from .registry import (
     BackendLoadWarning,
@@ -24,7 +25,9 @@ __all__ = [
     "BackendLoadWarning",
     "BackendSpec",
     "BackendStatus",
+    "cross_entropy",
     "get_backend",
+    "linear_cross_entropy",
     "list_backends",
     "log_softmax",
     "logsumexp",

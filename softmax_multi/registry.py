@@ -133,6 +133,17 @@ class BackendSpec:
         reductions): the reference implementation then sums float32 with it directly. Otherwise
         it accumulates float32 sums in float64, so that accuracy never depends on the library's
         summation order.
+    cross_entropy
+        ``cross_entropy(z, target, axis, where, class_weight, label_smoothing, ignore_index,
+        reduction)`` with checked arguments (``z`` and probability targets in the compute dtype);
+        the reference's (:mod:`softmax_multi.loss`) otherwise.
+    linear_cross_entropy
+        ``linear_cross_entropy(h, weight, target, bias, where, class_weight, label_smoothing,
+        ignore_index, reduction, chunk_size, compute)``; the reference's
+        (:mod:`softmax_multi.linear`, forward only) otherwise.
+    accepts_weight
+        ``accepts_weight(w)``: True for a ``weight`` (or ``bias``) of another library that
+        ``linear_cross_entropy`` takes with this backend's ``h`` (Dask takes NumPy's).
     """
 
     name: str
@@ -154,6 +165,9 @@ class BackendSpec:
     input_forms: Mapping[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
     accurate_sums: bool = False
     unavailable: Callable[[], str | None] | None = None
+    cross_entropy: Callable[..., Any] | None = None
+    linear_cross_entropy: Callable[..., Any] | None = None
+    accepts_weight: Callable[[Any], bool] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -165,7 +179,7 @@ class BackendSpec:
             raise TypeError(
                 f"BackendSpec {self.name!r}: array_types must be a tuple of (module, class_name) string pairs, got {pairs!r}"
             )
-        for field in ("softmax", "log_softmax", "logsumexp", "weighted_logsumexp", "namespace"):
+        for field in _CALLABLE_FIELDS:
             value = getattr(self, field)
             if value is not None and not callable(value):
                 raise TypeError(f"BackendSpec {self.name!r}: {field} must be callable, got {value!r}")
@@ -195,6 +209,18 @@ class BackendSpec:
         """The dtype names this backend declares (``dtypes`` called, if it is a function)."""
         declared = self.dtypes
         return tuple(declared() if callable(declared) else declared)
+
+
+_CALLABLE_FIELDS = (
+    "softmax",
+    "log_softmax",
+    "logsumexp",
+    "weighted_logsumexp",
+    "namespace",
+    "cross_entropy",
+    "linear_cross_entropy",
+    "accepts_weight",
+)
 
 
 class BackendStatus(NamedTuple):

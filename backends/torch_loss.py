@@ -1,0 +1,307 @@
+"""The losses on PyTorch tensors: autograd functions whose backward keeps only what it needs.
+
+``cross_entropy`` keeps ``d loss / d logits`` (softmax minus the weighted, smoothed target: one
+tensor of the logits' size, as torch's own loss keeps its log-softmax) and nothing of the
+forward's temporaries. ``linear_cross_entropy`` takes the rows of ``h`` in blocks holding every
+class (one tile of logits at a time, rewritten in place: logits, then ``exp(z - m)``, then the
+gradient); with ``"sum"`` and ``"mean"`` each tile's gradient goes into ``dh``, ``dW`` and
+``db`` in the forward pass (three matrix products in all, as the naive loss), with ``"none"`` the
+forward keeps each row's statistics and the backward recomputes the tiles (four). Where a row of
+classes does not fit ``chunk_size`` the classes are chunked too, through
+:mod:`softmax_multi.linear`, and the backward recomputes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import sys
+from typing import Any
+
+from softmax_multi import linear, loss
+
+_TERMS = inspect.unwrap(loss.terms)
+
+
+def _namespace() -> Any:
+    import array_api_compat.torch
+
+    return array_api_compat.torch
+
+
+def cross_entropy(z: Any, target: Any, axis: int, where: Any, class_weight: Any, eps: float, ignore_index: Any, reduction: str) -> Any:
+    import torch
+
+    xp = _namespace()
+    differentiable = [a for a in (z, target, class_weight) if a is not None and a.is_floating_point()]
+    # Traced by torch.compile before the Function was ever defined (it cannot be mid-trace), the
+    # reference's own operations are differentiated instead: the same values, a backward that
+    # AOTAutograd partitions, and (unlike the Function) a zero gradient at a masked target.
+    if torch.is_grad_enabled() and any(a.requires_grad for a in differentiable) and (_BUILT or not torch.compiler.is_compiling()):
+        per_example, share = _functions()["cross_entropy"].apply(z, target, where, class_weight, axis, eps, ignore_index)
+    else:
+        per_example, share = _TERMS(xp, z, target, axis, where, class_weight, eps, ignore_index)[:2]
+    return loss.reduce_losses(xp, per_example, share, axis, reduction)
+
+
+def linear_cross_entropy(
+    h: Any, weight: Any, target: Any, bias: Any, where: Any, class_weight: Any, eps: float, ignore_index: Any,
+    reduction: str, chunk_size: Any, compute: Any,
+) -> Any:
+    import torch
+
+    if class_weight is not None and class_weight.requires_grad and torch.is_grad_enabled():
+        raise TypeError("linear_cross_entropy: class_weight takes no gradient here; pass class_weight.detach()")
+    lead = tuple(h.shape[:-1])
+    n_rows, n_classes = math.prod(lead), weight.shape[0]
+    h2 = h.reshape(n_rows, h.shape[-1])
+    y = target.reshape(n_rows, 1)
+    rows, cols = linear.plan(n_rows, n_classes, chunk_size)
+    options = (where, class_weight, eps, ignore_index, rows, cols, compute)
+    if reduction == "none":
+        per_example = _functions()["linear_none"].apply(h2, weight, bias, y, *options)
+        return per_example.reshape(lead).to(h.dtype)
+    total = _functions()["linear_reduced"].apply(h2, weight, bias, y, reduction, *options)
+    return total.to(h.dtype)
+
+
+class _Problem:
+    """One linear loss's fixed data: the classes (in the compute dtype), the weight matrix as the
+    tiles are computed from, and the row blocks."""
+
+    def __init__(self, h: Any, weight: Any, bias: Any, y: Any, where: Any, class_weight: Any, eps: float,
+                 ignore_index: Any, rows: int, cols: int, compute: Any):
+        xp = _namespace()
+        self.xp, self.h, self.y, self.eps, self.ignore_index = xp, h, y, eps, ignore_index
+        self.rows, self.cols, self.compute = rows, cols, compute
+        self.weight = weight.detach().to(compute)  # float16 and bfloat16 weights: once, in float32
+        n_classes = weight.shape[0]
+        self.cl = linear.classes(xp, n_classes, where, class_weight, None if bias is None else bias.detach(), compute)
+        self.whole_rows = cols >= n_classes
+        self.row_weights = None
+        if self.whole_rows and eps:
+            w = self.cl.weight if self.cl.weight is not None else self.weight.new_ones(n_classes)
+            self.row_weights = w if self.cl.live is None else w.masked_fill(~self.cl.live, 0.0)
+
+    def blocks(self) -> Any:
+        for r0 in range(0, self.h.shape[0], self.rows):
+            r1 = min(r0 + self.rows, self.h.shape[0])
+            tg = loss.read_target(self.xp, self.y[r0:r1], self.weight.shape[0], self.ignore_index)
+            yield r0, r1, self.h[r0:r1].detach().to(self.compute), tg
+
+    def tile(self, hb: Any) -> Any:
+        """Every class's logits of the rows ``hb``: a fresh tensor to rewrite in place."""
+        import torch
+
+        if self.cl.bias is None:
+            return torch.mm(hb, self.weight.t())
+        return torch.addmm(self.cl.bias, hb, self.weight.t())
+
+    def stats(self, hb: Any, tg: Any) -> tuple[Any, Any]:
+        """The row block's statistics and, for whole rows, the tile rewritten to ``exp(z - m)``."""
+        if not self.whole_rows:
+            st, _ = linear.block_stats(self.xp, hb, tg, self.weight, self.cl, self.eps, self.cols, self.compute)
+            return st, None
+        z = self.tile(hb)
+        return _stats_in_place(z, tg, self.cl.live, self.row_weights), z
+
+    def grads(self, hb: Any, tg: Any, st: Any, scale: Any, e: Any, dh: Any, d_weight: Any, d_bias: Any, r0: int, r1: int) -> None:
+        """Add the row block's gradients, scaled per row by ``scale``, into dh, dW and db; ``e``
+        the tile of :meth:`stats` (or None: recomputed)."""
+        import torch
+
+        if not self.whole_rows:
+            for c0, c1, g in linear.block_grads(self.xp, hb, tg, self.weight, self.cl, self.eps, self.cols, self.compute, st, scale):
+                dh[r0:r1].addmm_(g, self.weight[c0:c1])
+                d_weight[c0:c1].addmm_(g.t(), hb)
+                if d_bias is not None:
+                    d_bias[c0:c1] += g.sum(0)
+            return
+        if e is None:
+            e = self.tile(hb)
+            _exp_in_place(e, st, self.cl.live)
+        _grad_in_place(e, st, tg, self.cl, self.row_weights, self.eps, scale)
+        torch.mm(e, self.weight, out=dh[r0:r1])
+        d_weight.addmm_(e.t(), hb)
+        if d_bias is not None:
+            d_bias += e.sum(0)
+
+
+def _stats_in_place(z: Any, tg: Any, live: Any, row_weights: Any) -> Any:
+    """The statistics of whole rows of logits ``z``, which becomes ``exp(z - m)`` (0 at masked
+    classes), with no other tensor of its size but a boolean one."""
+    import torch
+
+    if live is not None:
+        z.masked_fill_(~live, -math.inf)
+    z_y = z.gather(1, tg.safe)
+    m = z.amax(1, keepdim=True)
+    finite = m.isfinite()
+    z.sub_(torch.where(finite, m, 0.0))
+    if row_weights is None:
+        u = torch.zeros_like(m)
+    elif live is None:
+        u = -(z @ row_weights).unsqueeze(1)
+    else:
+        u = -(z.masked_fill(~live, 0.0) @ row_weights).unsqueeze(1)
+    top = z == 0
+    k = top.sum(1, keepdim=True, dtype=z.dtype)
+    z.exp_()
+    z.masked_fill_(top, 0.0)
+    t = z.sum(1, keepdim=True)
+    z.masked_fill_(top, 1.0)
+    return loss.IndexStats(m, k, t, u, z_y)
+
+
+def _exp_in_place(z: Any, st: Any, live: Any) -> None:
+    """The tile recomputed for the backward, rewritten to ``exp(z - m)`` as :func:`_stats_in_place` leaves it."""
+    import torch
+
+    if live is not None:
+        z.masked_fill_(~live, -math.inf)
+    z.sub_(torch.where(st.m.isfinite(), st.m, 0.0)).exp_()
+
+
+def _grad_in_place(e: Any, st: Any, tg: Any, cl: Any, row_weights: Any, eps: float, scale: Any) -> None:
+    """``e = exp(z - m)`` rewritten to ``scale * (A p - a)``: the rows' gradient with respect to their logits."""
+    import torch
+
+    finite = st.m.isfinite()
+    log_s = torch.log1p(torch.where(finite, (st.k - 1) + st.t, 0.0))
+    w_y = torch.ones_like(st.m) if cl.weight is None else cl.weight[tg.safe]
+    scale = torch.where(tg.used, scale, 0.0)
+    a_y = (1 - eps) * w_y
+    total = a_y
+    if eps:
+        share = eps / torch.where(cl.n_live > 0, cl.n_live, 1.0)
+        total = total + share * cl.w_total
+    e.mul_(scale * total * torch.exp(-log_s))
+    e.scatter_add_(1, tg.safe, -scale * a_y)
+    if eps:
+        e.addr_((scale * share).reshape(-1), row_weights, alpha=-1)
+
+
+def _reduced_forward(p: _Problem, reduction: str, want_grads: bool) -> tuple[Any, Any]:
+    """The total loss over the examples' total share (``"mean"``) or 1, with the gradients formed
+    on the way (scaled by 1; the backward scales them by its incoming gradient)."""
+    import torch
+
+    xp, h = p.xp, p.h
+    dh = torch.zeros(h.shape, dtype=p.compute) if want_grads else None
+    d_weight = torch.zeros(p.weight.shape, dtype=p.compute) if want_grads else None
+    d_bias = torch.zeros(p.weight.shape[0], dtype=p.compute) if want_grads and p.cl.bias is not None else None
+    total = share_total = torch.zeros((), dtype=torch.float64)
+    for r0, r1, hb, tg in p.blocks():
+        st, e = p.stats(hb, tg)
+        losses, share = linear.block_loss(xp, st, tg, p.cl, p.eps)
+        total = total + losses.sum(dtype=torch.float64)
+        share_total = share_total + share.sum(dtype=torch.float64)
+        if want_grads:
+            p.grads(hb, tg, st, torch.ones_like(st.m), e, dh, d_weight, d_bias, r0, r1)
+    denominator = share_total if reduction == "mean" else torch.ones((), dtype=torch.float64)
+    return (total / denominator).to(p.compute), (dh, d_weight, d_bias, denominator.to(p.compute))
+
+
+_BUILT: dict[str, Any] = {}
+
+
+def _functions() -> dict[str, Any]:
+    """The autograd functions, defined on first use (defining them imports torch). A plain dict,
+    not a cache decorator: torch.compile traces through those, and cannot define a class."""
+    if not _BUILT:
+        _BUILT.update(_define())
+    return _BUILT
+
+
+def _define() -> dict[str, Any]:
+    import torch
+
+    class CrossEntropy(torch.autograd.Function):
+        """Forward by the reference; backward ``g * (A p - a)`` from the one tensor kept."""
+
+        @staticmethod
+        def forward(ctx: Any, z: Any, target: Any, where: Any, class_weight: Any, axis: int, eps: float, ignore_index: Any) -> Any:
+            parts = _TERMS(_namespace(), z, target, axis, where, class_weight, eps, ignore_index, gradients=True)
+            need_more = ctx.needs_input_grad[1] or ctx.needs_input_grad[3]
+            ctx.save_for_backward(parts.grad, *((parts.per_class, parts.smoothed, target, class_weight) if need_more else ()))
+            ctx.axis, ctx.eps, ctx.ignore_index, ctx.need_more = axis, eps, ignore_index, need_more
+            if class_weight is None:  # else an example's share of a "mean" is its class weight
+                ctx.mark_non_differentiable(parts.weight)
+            return parts.loss, parts.weight
+
+        @staticmethod
+        def backward(ctx: Any, g: Any, g_share: Any) -> Any:
+            saved = ctx.saved_tensors
+            grad_z = g * saved[0]
+            grad_target = grad_weight = None
+            if ctx.need_more:
+                per_class, smoothed, target, class_weight = saved[1:]
+                axis = ctx.axis
+                shape = [1] * per_class.ndim
+                shape[axis] = per_class.shape[axis]
+                if ctx.needs_input_grad[1]:
+                    w = 1.0 if class_weight is None else class_weight.reshape(shape)
+                    grad_target = g * (1 - ctx.eps) * w * per_class
+                if ctx.needs_input_grad[3]:
+                    others = [i for i in range(per_class.ndim) if i != axis]
+                    grad_weight = (g * smoothed * per_class).sum(others)
+                    if g_share is not None and not target.is_floating_point():
+                        tg = loss.read_target(_namespace(), target.unsqueeze(axis), per_class.shape[axis], ctx.ignore_index)
+                        onehot = loss._onehot(_namespace(), tg.safe, axis, per_class.shape[axis])
+                        grad_weight = grad_weight + (g_share * (onehot & tg.used)).sum(others)
+            return grad_z, grad_target, None, grad_weight, None, None, None
+
+    class LinearReduced(torch.autograd.Function):
+        """``"sum"``/``"mean"``: the gradients formed in the forward pass, scaled in the backward."""
+
+        @staticmethod
+        def forward(ctx: Any, h: Any, weight: Any, bias: Any, y: Any, reduction: str, *options: Any) -> Any:
+            p = _Problem(h, weight, bias, y, *options)
+            want = any(ctx.needs_input_grad[:3])
+            value, (dh, d_weight, d_bias, denominator) = _reduced_forward(p, reduction, want)
+            if want:
+                ctx.save_for_backward(dh, d_weight, d_bias, denominator)
+                ctx.dtypes = (h.dtype, weight.dtype, None if bias is None else bias.dtype)
+            return value
+
+        @staticmethod
+        def backward(ctx: Any, g: Any) -> Any:
+            dh, d_weight, d_bias, denominator = ctx.saved_tensors
+            scale = g / denominator
+            grads = [None if a is None else (a * scale).to(dtype) for a, dtype in zip((dh, d_weight, d_bias), ctx.dtypes)]
+            return (*grads, None, None, *([None] * 7))
+
+    class LinearNone(torch.autograd.Function):
+        """``"none"``: each row's statistics kept; the backward recomputes the tiles."""
+
+        @staticmethod
+        def forward(ctx: Any, h: Any, weight: Any, bias: Any, y: Any, *options: Any) -> Any:
+            p = _Problem(h, weight, bias, y, *options)
+            losses, kept = [], []
+            for _, _, hb, tg in p.blocks():
+                st, _ = p.stats(hb, tg)
+                losses.append(linear.block_loss(p.xp, st, tg, p.cl, p.eps)[0])
+                kept.append(st)
+            ctx.problem = p
+            ctx.stats = loss.IndexStats(*(torch.cat(parts) for parts in zip(*kept)))
+            ctx.dtypes = (h.dtype, weight.dtype, None if bias is None else bias.dtype)
+            return torch.cat(losses)
+
+        @staticmethod
+        def backward(ctx: Any, g: Any) -> Any:
+            p, st = ctx.problem, ctx.stats
+            dh = torch.zeros(p.h.shape, dtype=p.compute)
+            d_weight = torch.zeros(p.weight.shape, dtype=p.compute)
+            d_bias = torch.zeros(p.weight.shape[0], dtype=p.compute) if p.cl.bias is not None else None
+            g = g.to(p.compute)
+            for r0, r1, hb, tg in p.blocks():
+                rows = loss.IndexStats(*(a[r0:r1] for a in st))
+                p.grads(hb, tg, rows, g[r0:r1], None, dh, d_weight, d_bias, r0, r1)
+            grads = [None if a is None else a.to(dtype) for a, dtype in zip((dh, d_weight, d_bias), ctx.dtypes)]
+            return (*grads, None, *([None] * 7))
+
+    return {"cross_entropy": CrossEntropy, "linear_reduced": LinearReduced, "linear_none": LinearNone}
+
+
+if "torch" in sys.modules:  # defined now, before anything traces a call (torch.compile)
+    _functions()
