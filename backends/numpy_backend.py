@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from softmax_multi import reference
+from softmax_multi.backends import numpy_loss
 from softmax_multi.registry import BackendSpec
 
 from . import fused
@@ -269,4 +270,6 @@ spec = BackendSpec(
     out=True,
     input_forms=INPUT_FORMS,
     accurate_sums=True,  # np.add.reduce sums pairwise; the fused kernels compensate
+    cross_entropy=numpy_loss.cross_entropy,
+    linear_cross_entropy=numpy_loss.linear_cross_entropy,
 )

@@ -260,15 +260,16 @@ def _define() -> dict[str, Any]:
             want = any(ctx.needs_input_grad[:3])
             value, (dh, d_weight, d_bias, denominator) = _reduced_forward(p, reduction, want)
             if want:
-                ctx.save_for_backward(dh, d_weight, d_bias, denominator)
+                # kept on ctx, not saved: they are the function's own results, scaled in place
+                ctx.grads, ctx.denominator = (dh, d_weight, d_bias), denominator
                 ctx.dtypes = (h.dtype, weight.dtype, None if bias is None else bias.dtype)
             return value
 
         @staticmethod
         def backward(ctx: Any, g: Any) -> Any:
-            dh, d_weight, d_bias, denominator = ctx.saved_tensors
-            scale = g / denominator
-            grads = [None if a is None else (a * scale).to(dtype) for a, dtype in zip((dh, d_weight, d_bias), ctx.dtypes)]
+            grads, ctx.grads = ctx.grads, None
+            scale = g / ctx.denominator
+            grads = [None if a is None else a.mul_(scale).to(dtype) for a, dtype in zip(grads, ctx.dtypes)]
             return (*grads, None, None, *([None] * 7))
 
     class LinearNone(torch.autograd.Function):

@@ -38,6 +38,7 @@ __all__ = [
     "Target",
     "Terms",
     "cross_entropy",
+    "from_log_softmax",
     "index_grad",
     "index_loss",
     "index_stats",
@@ -197,7 +198,7 @@ def index_loss(
     """The per-example loss and share of a ``"mean"`` from a whole row's statistics: ``w_y`` the
     target class's weight, ``live_y`` whether it takes part, ``w_total`` and ``n_live`` the weight
     and number of the classes taking part."""
-    zero, one = constant_like(xp, st.m, 0.0), constant_like(xp, st.m, 1.0)
+    zero = constant_like(xp, st.m, 0.0)
     finite = xp.isfinite(st.m)
     m0 = xp.where(finite, st.m, zero)
     log_s = _log_s(xp, st, finite)
@@ -209,14 +210,46 @@ def index_loss(
         loss = xp.where(live_y, loss, constant_like(xp, loss, math.inf))  # the target takes no part: probability 0
     # NaN or +inf among the classes taking part, or all of them -inf: NaN, as log_softmax
     loss = xp.where(xp.logical_or(finite, n_live == 0), loss, constant_like(xp, loss, math.nan))
+    return _outside(xp, loss, tg, w_y)
+
+
+def _outside(xp: Any, loss: Array, tg: Target, w_y: Array) -> tuple[Array, Array]:
+    """Ignored examples give 0, indices outside [0, C) NaN; and each example's share of a "mean"."""
+    zero = constant_like(xp, loss, 0.0)
     if tg.ignored is not None:
         loss = xp.where(tg.ignored, zero, loss)
         allowed = xp.logical_or(tg.inside, tg.ignored)
     else:
         allowed = tg.inside
     loss = xp.where(allowed, loss, constant_like(xp, loss, math.nan))
-    share = xp.where(tg.used, w_y * one, zero) if tg.ignored is not None else w_y * xp.ones_like(loss)
+    share = xp.where(tg.used, w_y * constant_like(xp, loss, 1.0), zero) if tg.ignored is not None else w_y * xp.ones_like(loss)
     return loss, share
+
+
+def from_log_softmax(
+    xp: Any, log_p: Array, target: Array, axis: int, where: Array | None, class_weight: Array | None, eps: float,
+    ignore_index: int | None,
+) -> tuple[Array, Array]:
+    """The per-example loss of class-index targets and their shares of a ``"mean"`` (class axis
+    kept), from ``log_softmax(z, where=where)`` computed already (by a backend's fused kernel):
+    its -inf at masked classes and NaN for undefined slices give the cases of :func:`terms`."""
+    n_classes = log_p.shape[axis]
+    shape = tuple(log_p.shape)
+    zero, one = constant_like(xp, log_p, 0.0), constant_like(xp, log_p, 1.0)
+    tg = read_target(xp, xp.expand_dims(target, axis=axis), n_classes, ignore_index)
+    pick = _picker(xp, tg.safe, None if hasattr(xp, "take_along_axis") else _onehot(xp, tg.safe, axis, n_classes), axis)
+    w = None if class_weight is None else xp.reshape(class_weight, tuple(n_classes if i == axis else 1 for i in range(len(shape))))
+    w_y = one if w is None else pick(xp.broadcast_to(w, shape))
+    loss = -(w_y * pick(log_p))
+    if eps:
+        live = None if where is None else xp.broadcast_to(where, shape)
+        inside = log_p if live is None else xp.where(live, log_p, zero)
+        n_live = constant_like(xp, log_p, float(n_classes)) if live is None else xp.sum(xp.astype(live, log_p.dtype), axis=axis, keepdims=True)
+        weighted = inside if w is None else inside * w
+        loss = (1 - eps) * loss - _share(xp, n_live, eps) * xp.sum(weighted, axis=axis, keepdims=True)
+    if where is not None:
+        loss = xp.where(pick(xp.broadcast_to(where, shape)), loss, constant_like(xp, loss, math.inf))
+    return _outside(xp, loss, tg, w_y)
 
 
 def index_grad(
