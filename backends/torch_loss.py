@@ -57,7 +57,7 @@ def linear_cross_entropy(
     h2 = h.reshape(n_rows, h.shape[-1])
     y = target.reshape(n_rows, 1)
     rows, cols = linear.plan(n_rows, n_classes, chunk_size)
-    options = (where, class_weight, eps, ignore_index, rows, cols, compute)
+    options = (where, class_weight, eps, ignore_index, rows, cols, compute, chunk_size)
     if reduction == "none":
         per_example = _functions()["linear_none"].apply(h2, weight, bias, y, *options)
         return per_example.reshape(lead).to(h.dtype)
@@ -70,7 +70,9 @@ class _Problem:
     tiles are computed from, and the row blocks."""
 
     def __init__(self, h: Any, weight: Any, bias: Any, y: Any, where: Any, class_weight: Any, eps: float,
-                 ignore_index: Any, rows: int, cols: int, compute: Any):
+                 ignore_index: Any, rows: int, cols: int, compute: Any, chunk_size: Any):
+        import torch
+
         xp = _namespace()
         self.xp, self.h, self.y, self.eps, self.ignore_index = xp, h, y, eps, ignore_index
         self.rows, self.cols, self.compute = rows, cols, compute
@@ -78,8 +80,12 @@ class _Problem:
         n_classes = weight.shape[0]
         self.cl = linear.classes(xp, n_classes, where, class_weight, None if bias is None else bias.detach(), compute)
         self.whole_rows = cols >= n_classes
+        # one tile's memory for the whole call, rewritten block after block: fresh tiles of
+        # 16 MiB freed and made again grew the process by hundreds of MiB (glibc keeps them)
+        self.buffer = torch.empty((rows, n_classes), dtype=compute) if self.whole_rows else None
+        self.chunk_size = chunk_size
         self.row_weights = None
-        if self.whole_rows and eps:
+        if eps:
             w = self.cl.weight if self.cl.weight is not None else self.weight.new_ones(n_classes)
             self.row_weights = w if self.cl.live is None else w.masked_fill(~self.cl.live, 0.0)
 
@@ -90,12 +96,13 @@ class _Problem:
             yield r0, r1, self.h[r0:r1].detach().to(self.compute), tg
 
     def tile(self, hb: Any) -> Any:
-        """Every class's logits of the rows ``hb``: a fresh tensor to rewrite in place."""
+        """Every class's logits of the rows ``hb``, in the one tile buffer, to rewrite in place."""
         import torch
 
+        out = self.buffer[: hb.shape[0]]
         if self.cl.bias is None:
-            return torch.mm(hb, self.weight.t())
-        return torch.addmm(self.cl.bias, hb, self.weight.t())
+            return torch.mm(hb, self.weight.t(), out=out)
+        return torch.addmm(self.cl.bias, hb, self.weight.t(), out=out)
 
     def stats(self, hb: Any, tg: Any) -> tuple[Any, Any]:
         """The row block's statistics and, for whole rows, the tile rewritten to ``exp(z - m)``."""
@@ -162,8 +169,9 @@ def _exp_in_place(z: Any, st: Any, live: Any) -> None:
     z.sub_(torch.where(st.m.isfinite(), st.m, 0.0)).exp_()
 
 
-def _grad_in_place(e: Any, st: Any, tg: Any, cl: Any, row_weights: Any, eps: float, scale: Any) -> None:
-    """``e = exp(z - m)`` rewritten to ``scale * (A p - a)``: the rows' gradient with respect to their logits."""
+def _grad_in_place(e: Any, st: Any, tg: Any, cl: Any, row_weights: Any, eps: float, scale: Any, c0: int = 0) -> None:
+    """``e = exp(z - m)`` of classes ``c0`` on rewritten to ``scale * (A p - a)``: the rows'
+    gradient with respect to those logits (``row_weights``: those classes' weights taking part)."""
     import torch
 
     finite = st.m.isfinite()
@@ -176,9 +184,49 @@ def _grad_in_place(e: Any, st: Any, tg: Any, cl: Any, row_weights: Any, eps: flo
         share = eps / torch.where(cl.n_live > 0, cl.n_live, 1.0)
         total = total + share * cl.w_total
     e.mul_(scale * total * torch.exp(-log_s))
-    e.scatter_add_(1, tg.safe, -scale * a_y)
+    here = (tg.safe >= c0) & (tg.safe < c0 + e.shape[1])  # the rows whose target lies among these classes
+    e.scatter_add_(1, torch.where(here, tg.safe - c0, 0), torch.where(here, -scale * a_y, 0.0))
     if eps:
         e.addr_((scale * share).reshape(-1), row_weights, alpha=-1)
+
+
+def _column_backward(p: _Problem, st: Any, g: Any) -> tuple[Any, Any, Any]:
+    """(dh, dW, db) from the rows' statistics and incoming gradients ``g``, tiles of many rows and
+    a chunk of classes recomputed in one buffer (:func:`softmax_multi.linear.column_plan`): each
+    chunk's rows of dW come from one product over all the rows, written once."""
+    import torch
+
+    h, weight, cl = p.h, p.weight, p.cl
+    n_rows, n_classes = h.shape[0], weight.shape[0]
+    rows, cols = linear.column_plan(n_rows, n_classes, p.chunk_size)
+    one_block = rows >= n_rows
+    buffer = torch.empty(rows * cols, dtype=p.compute)
+    dh = torch.zeros(h.shape, dtype=p.compute)
+    d_weight = (torch.empty if one_block else torch.zeros)(weight.shape, dtype=p.compute)
+    d_bias = torch.zeros(n_classes, dtype=p.compute) if cl.bias is not None else None
+    for r0 in range(0, n_rows, rows):
+        r1 = min(r0 + rows, n_rows)
+        hb = h[r0:r1].detach().to(p.compute)
+        tg = loss.read_target(p.xp, p.y[r0:r1], n_classes, p.ignore_index)
+        block = loss.IndexStats(*(a[r0:r1] for a in st))
+        for c0 in range(0, n_classes, cols):
+            c1 = min(c0 + cols, n_classes)
+            w_c = weight[c0:c1]
+            z = buffer[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0)
+            torch.mm(hb, w_c.t(), out=z)
+            if cl.bias is not None:
+                z += cl.bias[c0:c1]
+            _exp_in_place(z, block, None if cl.live is None else cl.live[c0:c1])
+            row_weights = None if p.row_weights is None else p.row_weights[c0:c1]
+            _grad_in_place(z, block, tg, cl, row_weights, p.eps, g[r0:r1], c0)
+            if one_block:
+                torch.mm(z.t(), hb, out=d_weight[c0:c1])
+            else:
+                d_weight[c0:c1].addmm_(z.t(), hb)
+            dh[r0:r1].addmm_(z, w_c)
+            if d_bias is not None:
+                d_bias[c0:c1] += z.sum(0)
+    return dh, d_weight, d_bias
 
 
 def _reduced_forward(p: _Problem, reduction: str, want_grads: bool) -> tuple[Any, Any]:
@@ -270,7 +318,7 @@ def _define() -> dict[str, Any]:
             grads, ctx.grads = ctx.grads, None
             scale = g / ctx.denominator
             grads = [None if a is None else a.mul_(scale).to(dtype) for a, dtype in zip(grads, ctx.dtypes)]
-            return (*grads, None, None, *([None] * 7))
+            return (*grads, None, None, *([None] * 8))
 
     class LinearNone(torch.autograd.Function):
         """``"none"``: each row's statistics kept; the backward recomputes the tiles."""
@@ -283,6 +331,7 @@ def _define() -> dict[str, Any]:
                 st, _ = p.stats(hb, tg)
                 losses.append(linear.block_loss(p.xp, st, tg, p.cl, p.eps)[0])
                 kept.append(st)
+            p.buffer = None  # the backward's tiles are of another shape (column_plan)
             ctx.problem = p
             ctx.stats = loss.IndexStats(*(torch.cat(parts) for parts in zip(*kept)))
             ctx.dtypes = (h.dtype, weight.dtype, None if bias is None else bias.dtype)
@@ -290,16 +339,10 @@ def _define() -> dict[str, Any]:
 
         @staticmethod
         def backward(ctx: Any, g: Any) -> Any:
-            p, st = ctx.problem, ctx.stats
-            dh = torch.zeros(p.h.shape, dtype=p.compute)
-            d_weight = torch.zeros(p.weight.shape, dtype=p.compute)
-            d_bias = torch.zeros(p.weight.shape[0], dtype=p.compute) if p.cl.bias is not None else None
-            g = g.to(p.compute)
-            for r0, r1, hb, tg in p.blocks():
-                rows = loss.IndexStats(*(a[r0:r1] for a in st))
-                p.grads(hb, tg, rows, g[r0:r1], None, dh, d_weight, d_bias, r0, r1)
-            grads = [None if a is None else a.to(dtype) for a, dtype in zip((dh, d_weight, d_bias), ctx.dtypes)]
-            return (*grads, None, *([None] * 7))
+            p, st, ctx.problem = ctx.problem, ctx.stats, None
+            grads = _column_backward(p, st, g.reshape(-1, 1).to(p.compute))
+            grads = [None if a is None else a.to(dtype) for a, dtype in zip(grads, ctx.dtypes)]
+            return (*grads, None, *([None] * 8))
 
     return {"cross_entropy": CrossEntropy, "linear_reduced": LinearReduced, "linear_none": LinearNone}
 

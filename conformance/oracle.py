@@ -16,6 +16,8 @@ __all__ = [
     "ROUNDED_TOLERANCE_ULPS",
     "TOLERANCE_ULPS",
     "assert_close",
+    "cross_entropy",
+    "cross_entropy_gradient",
     "finfo",
     "log_softmax",
     "logsumexp",
@@ -263,3 +265,96 @@ def assert_close(actual, expected, dtype_name: str, *, log_scale: bool = False, 
             f"expected: {np.asarray(expected).astype(np.complex128 if np.iscomplexobj(expected) else np.float64)!r}"
         )
     return err
+
+
+def cross_entropy(z, target, axis=-1, where=None, class_weight=None, label_smoothing=0.0, ignore_index=None, reduction="none"):
+    """The cross-entropy by the table, in long double, example by example: ``sum_c w_c q'_c
+    (-log_softmax(z)_c)`` over the classes taking part, with ``q`` the target's probabilities
+    (one-hot for an index) and ``q' = (1 - eps) q + eps / n`` over the ``n`` classes taking part.
+
+    An undefined log_softmax (NaN among the classes taking part) gives NaN; a target on a masked
+    class (an index, or probability mass there) +inf; an ignored index 0; another index outside
+    [0, C) NaN. ``"mean"`` divides by the total weight of the examples not ignored (their number
+    for probability targets)."""
+    z = np.asarray(z)
+    axis = axis % z.ndim
+    n = z.shape[axis]
+    log_p = np.moveaxis(log_softmax(z, (axis,), where), axis, -1).reshape(-1, n)
+    live = np.ones(z.shape, bool) if where is None else np.broadcast_to(np.asarray(where), z.shape)
+    live = np.moveaxis(live, axis, -1).reshape(-1, n)
+    w = np.ones(n, np.longdouble) if class_weight is None else np.asarray(class_weight, np.longdouble)
+    target = np.asarray(target)
+    index = target.dtype.kind in "iu"
+    if index:
+        targets = target.reshape(-1)
+    else:
+        targets = np.moveaxis(target, axis, -1).reshape(-1, n).astype(np.longdouble)
+    eps = np.longdouble(label_smoothing)
+    losses, shares = [], []
+    for row, mask, t in zip(log_p, live, targets):
+        if index and ignore_index is not None and t == ignore_index:
+            losses.append(0)
+            shares.append(0)
+            continue
+        if index and not 0 <= t < n:
+            losses.append(math.nan)
+            shares.append(w[0])
+            continue
+        q = np.zeros(n, np.longdouble)
+        if index:
+            q[t] = 1
+        else:
+            q[:] = t
+        stray = bool(np.any(q[~mask] != 0))
+        q = (1 - eps) * q
+        if mask.any():
+            q[mask] += eps / mask.sum()
+        shares.append(w[t] if index else 1)
+        if np.any(np.isnan(row[mask])):
+            losses.append(math.nan)
+        elif stray:
+            losses.append(math.inf)
+        else:
+            a = (w * q)[mask]
+            terms = np.where(a != 0, a * -row[mask], 0)  # 0 * -log(0) = 0
+            losses.append(terms.sum())
+    shape = z.shape[:axis] + z.shape[axis + 1 :]
+    per_example = np.asarray(losses, np.longdouble).reshape(shape)
+    if reduction == "none":
+        return per_example
+    total = per_example.sum()
+    return total if reduction == "sum" else total / np.asarray(shares, np.longdouble).sum()
+
+
+def cross_entropy_gradient(z, target, axis=-1, where=None, class_weight=None, label_smoothing=0.0, ignore_index=None, g=None):
+    """d/dz of ``sum(g * cross_entropy(z, target))`` (per-example weights ``g``, default 1): ``A p - a``
+    with ``p`` the long-double softmax, ``a = w q'`` (masked classes keep their target mass) and
+    ``A = sum(a)``; 0 for ignored examples and indices outside [0, C)."""
+    z = np.asarray(z)
+    axis = axis % z.ndim
+    n = z.shape[axis]
+    p = np.moveaxis(softmax(z, (axis,), where), axis, -1).reshape(-1, n)
+    live = np.ones(z.shape, bool) if where is None else np.broadcast_to(np.asarray(where), z.shape)
+    live = np.moveaxis(live, axis, -1).reshape(-1, n)
+    w = np.ones(n, np.longdouble) if class_weight is None else np.asarray(class_weight, np.longdouble)
+    target = np.asarray(target)
+    index = target.dtype.kind in "iu"
+    targets = target.reshape(-1) if index else np.moveaxis(target, axis, -1).reshape(-1, n).astype(np.longdouble)
+    weights = np.ones(len(p), np.longdouble) if g is None else np.asarray(g, np.longdouble).reshape(-1)
+    eps = np.longdouble(label_smoothing)
+    out = np.zeros_like(p)
+    for i, (row, mask, t, gi) in enumerate(zip(p, live, targets, weights)):
+        if index and ((ignore_index is not None and t == ignore_index) or not 0 <= t < n):
+            continue
+        q = np.zeros(n, np.longdouble)
+        if index:
+            q[t] = 1
+        else:
+            q[:] = t
+        q = (1 - eps) * q
+        if mask.any():
+            q[mask] += eps / mask.sum()
+        a = w * q
+        out[i] = gi * (a.sum() * row - a)
+    moved = out.reshape(np.moveaxis(np.empty(z.shape), axis, -1).shape)
+    return np.moveaxis(moved, -1, axis)

@@ -193,6 +193,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             axes.append((fixture, lambda spec, c=candidates: [d for d in c if d in spec.dtype_names()]))  # type: ignore[misc]
     if "transform_name" in fixtures:  # every transform each backend declares
         axes.append(("transform_name", lambda spec: sorted(spec.transforms)))
+    if "gradient_name" in fixtures:  # the gradient transforms only (grad, autograd)
+        axes.append(("gradient_name", lambda spec: sorted(t for t in spec.transforms if t in registry.GRADIENT_TRANSFORMS)))
     if "device" in fixtures:  # every device the backend offers here (CUDA on a GPU machine)
         axes.append(("device", lambda spec: list(spec.devices())))
     if "input_form" in fixtures:  # every memory layout or byte order the backend's arrays can take

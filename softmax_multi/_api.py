@@ -379,14 +379,18 @@ def _like_x(func: str, spec: BackendSpec, xp: Any, x: Array, name: str, value: A
         raise TypeError(f"{func}: {name} could not be read as an array ({err})") from None
 
 
+_FIRST_ARGUMENT = {"cross_entropy": "logits", "linear_cross_entropy": "h"}
+
+
 def _same_library(func: str, spec: BackendSpec, xp: Any, name: str, value: Any) -> None:
     other = backend_for_type(type(value), value)
     # The generic array-API backend serves many libraries: theirs must be x's namespace too.
     same = other is spec and (bool(spec.array_types) or spec.namespace(value) is xp)
     if not same:
         theirs = other.name if other is not None else f"{type(value).__module__}.{type(value).__qualname__}"
+        first = _FIRST_ARGUMENT.get(func, "x")
         raise TypeError(
-            f"{func}: x is a {spec.name} array but {name} is a {theirs} array; pass {name} from the same library as x"
+            f"{func}: {first} is a {spec.name} array but {name} is a {theirs} array; pass {name} from the same library as {first}"
         )
 
 

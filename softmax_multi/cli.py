@@ -206,6 +206,7 @@ def _conformance(args: argparse.Namespace) -> int:
 
 
 BENCH_GROUPS = {
+    "cross-entropy": "linear_cross_entropy against the naive loss and torch's chunked one: time, memory, error",
     "grid": "every shape, dtype and function against the native peers",
     "rows": "row lengths 8 to 1e6 at 16 and 64 MiB against torch's out= kernel and the copy",
     "overhead": "tiny inputs, dispatch against calling the native function",
@@ -270,6 +271,10 @@ def _bench_run(bench: Any, args: argparse.Namespace, progress: Any) -> Any:
         return (bench.run_torch if args.group == "torch" else bench.run_jax)(args.rounds or 21, args.settle)
     if args.group == "first-call":
         return [list(row) for row in bench.first_call(args.rounds or 5)]
+    if args.group == "cross-entropy":
+        from .bench import loss
+
+        return loss.run_cross_entropy(args.rounds or 3, progress=progress)
     return [list(row) for row in bench.run_group(args.group, args.rounds or 21, args.settle)]
 
 
@@ -302,6 +307,13 @@ def _bench_report(bench: Any, group: str, results: Any, args: argparse.Namespace
         ]
         print(_table(["case", "peer", "smx", "peer time", "smx / peer"], rows))
         _targets(bench.evaluate(bench.TORCH_TARGETS if group == "torch" else bench.JAX_TARGETS, results, lambda r: r["case"]))
+    elif group == "cross-entropy":
+        from .bench import loss
+
+        header, rows, found = loss.loss_table(results)
+        print("forward and backward (NumPy: forward), float32; time / naive: against the naive loss's fastest configuration")
+        print(_table(header, rows))
+        _targets(found)
     elif group == "first-call":
         rows = [
             [cache, f"{imp:.3f} s", f"{first:.3f} s", f"{imp + first:.3f} s", f"{ready:.3f} s"]

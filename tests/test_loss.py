@@ -1,0 +1,319 @@
+"""The losses beyond the conformance suite's rows: lean gradients, torch.compile without graph
+breaks, JAX's transforms and compiled memory, Dask's laziness, the linear loss's tiles, the mixed
+library errors, and the benchmark group."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import softmax_multi as smx
+from softmax_multi import linear
+from softmax_multi.conformance import oracle
+from softmax_multi.conformance.plugin import Backend
+
+from .conftest import BACKENDS
+
+IGNORE = -100
+
+
+def _problem(rng, n=6, c=5):
+    z = (rng.standard_normal((n, c)) * 3).astype(np.float32)
+    target = rng.integers(0, c, n)
+    target[1] = IGNORE
+    return z, target
+
+
+# -- PyTorch ---------------------------------------------------------------------------------------
+
+
+def test_torch_backward_keeps_one_tensor_of_the_logits_size(rng):
+    """What autograd saves for the backward: the gradient (softmax minus target) alone, not the
+    forward's temporaries (max, exponentials, masks)."""
+    import torch
+
+    z_np, target = _problem(rng, 64, 1000)
+    z = torch.from_numpy(z_np).requires_grad_(True)
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = smx.cross_entropy(z, torch.from_numpy(target), ignore_index=IGNORE, label_smoothing=0.1, reduction="mean")
+    assert sum(saved) <= z.numel() * z.element_size() + 64 * 8 * 4, saved
+    (grad,) = torch.autograd.grad(loss, z)
+    expected = oracle.cross_entropy_gradient(z_np, target, -1, None, None, 0.1, IGNORE) / (target != IGNORE).sum()
+    np.testing.assert_allclose(grad.numpy(), expected.astype(np.float64), atol=1e-6)
+
+
+def test_torch_compile_has_no_graph_break_and_the_same_gradient(rng):
+    import torch
+
+    z_np, target = _problem(rng)
+    z_np[1] = np.nan  # ignored: zero gradient all the same
+    where = torch.tensor([True, True, False, True, True])
+    y = torch.from_numpy(target)
+    y[0] = 2  # a masked target: +inf, its gradient still softmax - one-hot
+    smx.list_backends()  # discovery is not traced (as for softmax)
+
+    def f(z):
+        return smx.cross_entropy(z, y, where=where, ignore_index=IGNORE, label_smoothing=0.2)
+
+    compiled = torch.compile(f, fullgraph=True)
+    eager_z = torch.from_numpy(z_np).requires_grad_(True)
+    compiled_z = torch.from_numpy(z_np).requires_grad_(True)
+    g = torch.rand(6)
+    eager, traced = f(eager_z), compiled(compiled_z)
+    np.testing.assert_array_equal(eager.detach().numpy(), traced.detach().numpy())
+    assert traced[0] == torch.inf
+    (eager * g).sum().backward()
+    (traced * g).sum().backward()
+    assert torch.isfinite(compiled_z.grad).all()
+    np.testing.assert_allclose(compiled_z.grad.numpy(), eager_z.grad.numpy(), atol=1e-6)
+    expected = oracle.cross_entropy_gradient(z_np, y.numpy(), -1, where.numpy(), None, 0.2, IGNORE, g.numpy())
+    np.testing.assert_allclose(eager_z.grad.numpy(), expected.astype(np.float64), atol=1e-6)
+
+
+def test_torch_class_weight_and_probability_gradients(rng):
+    import torch
+
+    z = torch.tensor(rng.standard_normal((5, 4)), requires_grad=True)
+    q = torch.softmax(torch.tensor(rng.standard_normal((5, 4))), -1).requires_grad_(True)
+    w = torch.tensor(rng.random(4) + 0.5, requires_grad=True)
+    y = torch.tensor([0, IGNORE, 3, 1, 1])
+    assert torch.autograd.gradcheck(lambda z, q, w: smx.cross_entropy(z, q, class_weight=w, label_smoothing=0.3), (z, q, w))
+    assert torch.autograd.gradcheck(
+        lambda z, w: smx.cross_entropy(z, y, class_weight=w, ignore_index=IGNORE, label_smoothing=0.3, reduction="mean"), (z, w)
+    )
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("chunk_size", [None, 26, 7])  # whole rows (two rows per tile), classes in chunks
+def test_torch_linear_loss_never_holds_the_logits(monkeypatch, rng, reduction, chunk_size):
+    import torch
+
+    from softmax_multi.backends import torch_loss
+
+    tiles = []  # (rows, classes) of every tile of logits made
+    tile, logits = torch_loss._Problem.tile, linear.logits
+
+    def recorded_tile(self, hb):
+        z = tile(self, hb)
+        tiles.append(tuple(z.shape))
+        return z
+
+    def recorded_logits(*args):
+        z = logits(*args)
+        tiles.append(tuple(z.shape))
+        return z
+
+    monkeypatch.setattr(torch_loss._Problem, "tile", recorded_tile)
+    monkeypatch.setattr(linear, "logits", recorded_logits)
+    h = torch.tensor(rng.standard_normal((9, 4)), requires_grad=True)
+    weight = torch.tensor(rng.standard_normal((13, 4)), requires_grad=True)
+    bias = torch.tensor(rng.standard_normal(13), requires_grad=True)
+    y = torch.from_numpy(rng.integers(0, 13, 9))
+    loss = smx.linear_cross_entropy(h, weight, y, bias=bias, reduction=reduction, chunk_size=chunk_size or 26)
+    naive = torch.nn.functional.cross_entropy(h @ weight.T + bias, y, reduction=reduction)
+    g = torch.rand(loss.shape, dtype=torch.float64)
+    ours_grads = torch.autograd.grad((loss * g).sum(), (h, weight, bias))
+    naive_grads = torch.autograd.grad((naive * g).sum(), (h, weight, bias))
+    torch.testing.assert_close(loss, naive)
+    for a, b in zip(ours_grads, naive_grads):
+        torch.testing.assert_close(a, b)
+    assert tiles and all(r * c <= (chunk_size or 26) for r, c in tiles), tiles
+
+
+def test_torch_linear_loss_refuses_a_class_weight_gradient():
+    import torch
+
+    with pytest.raises(TypeError, match="^linear_cross_entropy: class_weight takes no gradient here"):
+        smx.linear_cross_entropy(
+            torch.zeros(2, 3), torch.zeros(4, 3), torch.tensor([0, 1]), class_weight=torch.ones(4, requires_grad=True)
+        )
+
+
+def test_torch_linear_loss_of_bfloat16_accumulates_in_float32(rng):
+    import torch
+
+    h = torch.tensor(rng.standard_normal((8, 16)), dtype=torch.bfloat16, requires_grad=True)
+    weight = torch.tensor(rng.standard_normal((50, 16)) * 0.3, dtype=torch.bfloat16, requires_grad=True)
+    y = torch.from_numpy(rng.integers(0, 50, 8))
+    loss = smx.linear_cross_entropy(h, weight, y, reduction="sum")
+    assert loss.dtype == torch.bfloat16
+    loss.backward()
+    assert h.grad.dtype == torch.bfloat16 and weight.grad.dtype == torch.bfloat16
+    exact = oracle.cross_entropy(h.detach().float().numpy().astype(np.longdouble) @ weight.detach().float().numpy().T, y.numpy())
+    assert abs(float(loss) - float(exact.sum())) <= float(exact.sum()) * 2**-8
+
+
+# -- JAX -------------------------------------------------------------------------------------------
+
+
+def test_jax_cross_entropy_under_jit_vmap_grad_and_jacfwd(rng):
+    import jax
+    import jax.numpy as jnp
+
+    z_np, target = _problem(rng)
+    z, y = jnp.asarray(z_np), jnp.asarray(target, dtype=jnp.int32)
+
+    def f(z):
+        return smx.cross_entropy(z, y, ignore_index=IGNORE, label_smoothing=0.1, reduction="mean")
+
+    np.testing.assert_allclose(jax.jit(f)(z), f(z), rtol=1e-6)
+    reverse, forward = jax.grad(f)(z), jax.jacfwd(f)(z)
+    np.testing.assert_allclose(reverse, forward, atol=1e-7)
+    expected = oracle.cross_entropy_gradient(z_np, target, -1, None, None, 0.1, IGNORE) / 5
+    np.testing.assert_allclose(reverse, expected.astype(np.float64), atol=1e-6)
+    batched = jax.vmap(lambda z: smx.cross_entropy(z, y, ignore_index=IGNORE))(jnp.stack([z, 2 * z]))
+    np.testing.assert_allclose(batched[1], smx.cross_entropy(2 * z, y, ignore_index=IGNORE), rtol=1e-6)
+    # an index outside [0, C) under jit: NaN for its example, no exception
+    outside = jax.jit(lambda z: smx.cross_entropy(z, jnp.asarray([7, 0, 1, 2, 3, 4], dtype=jnp.int32)))(z)
+    assert np.isnan(outside[0]) and np.isfinite(outside[1:]).all()
+
+
+def test_jax_backward_keeps_one_array_of_the_logits_size(rng):
+    import jax
+    import jax.numpy as jnp
+
+    z = jnp.asarray(rng.standard_normal((64, 1000)), dtype=jnp.float32)
+    y = jnp.asarray(rng.integers(0, 1000, 64), dtype=jnp.int32)
+    _, residuals = jax.vjp(lambda z: smx.cross_entropy(z, y, label_smoothing=0.1, reduction="sum"), z)
+    sizes = [leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(residuals) if hasattr(leaf, "dtype")]
+    big = [s for s in sizes if s >= z.size * 4]
+    assert len(big) == 1, sizes
+
+
+def test_jax_linear_loss_compiled_memory_is_a_tile_not_the_logits(rng):
+    import jax
+    import jax.numpy as jnp
+
+    n, d, v = 1024, 64, 8192
+    h = jnp.asarray(rng.standard_normal((n, d)), dtype=jnp.float32)
+    weight = jnp.asarray(rng.standard_normal((v, d)) * 0.1, dtype=jnp.float32)
+    y = jnp.asarray(rng.integers(0, v, n), dtype=jnp.int32)
+
+    def naive(h, w):
+        z = h @ w.T
+        return jnp.sum(jax.nn.logsumexp(z, axis=1) - jnp.take_along_axis(z, y[:, None], axis=1)[:, 0])
+
+    def ours(h, w):
+        return smx.linear_cross_entropy(h, w, y, reduction="sum", chunk_size=64 * v)
+
+    def temp(f):
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1))).lower(h, weight).compile().memory_analysis().temp_size_in_bytes
+
+    assert temp(ours) <= temp(naive) / 8, (temp(ours), temp(naive))
+    (value, grads), (naive_value, naive_grads) = (jax.value_and_grad(f, argnums=(0, 1))(h, weight) for f in (ours, naive))
+    np.testing.assert_allclose(value, naive_value, rtol=1e-5)
+    for a, b in zip(grads, naive_grads):
+        np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
+def test_jax_linear_loss_has_no_forward_mode():
+    import jax
+    import jax.numpy as jnp
+
+    h, w, y = jnp.zeros((2, 3)), jnp.zeros((4, 3)), jnp.asarray([0, 1])
+    with pytest.raises(TypeError, match="custom_vjp"):
+        jax.jacfwd(lambda h: smx.linear_cross_entropy(h, w, y))(h)
+
+
+# -- Dask and NumPy --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weight_kind", ["numpy", "dask"])
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_dask_linear_loss_is_lazy_and_takes_numpy_weights(rng, weight_kind, reduction):
+    import dask.array as da
+
+    h = rng.standard_normal((20, 6))
+    weight = rng.standard_normal((11, 6))
+    bias = rng.standard_normal(11)
+    y = rng.integers(0, 11, 20)
+    y[3] = IGNORE
+    w = weight if weight_kind == "numpy" else da.from_array(weight, chunks=(4, 3))
+    lazy = smx.linear_cross_entropy(
+        da.from_array(h, chunks=(7, 3)), w, da.from_array(y, chunks=7), bias=bias, ignore_index=IGNORE,
+        label_smoothing=0.1, reduction=reduction, chunk_size=30,
+    )
+    assert isinstance(lazy, da.Array)
+    expected = oracle.cross_entropy(h @ weight.T + bias, y, -1, None, None, 0.1, IGNORE, reduction)
+    oracle.assert_close(lazy.compute(), expected, "float64", log_scale=True)
+
+
+def test_dask_cross_entropy_is_lazy_across_class_blocks(rng):
+    import dask.array as da
+
+    z_np, target = _problem(rng, 8, 12)
+    lazy = smx.cross_entropy(da.from_array(z_np, chunks=(4, 5)), da.from_array(target, chunks=4), ignore_index=IGNORE)
+    assert isinstance(lazy, da.Array)
+    oracle.assert_close(lazy.compute(), oracle.cross_entropy(z_np, target, ignore_index=IGNORE), "float32", log_scale=True)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3, 40])  # the kernels' whole-row tiles, and class chunks (the reference)
+def test_numpy_linear_loss_of_float16(rng, chunk_size):
+    h = rng.standard_normal((10, 8)).astype(np.float16)
+    weight = (rng.standard_normal((20, 8)) * 0.5).astype(np.float16)
+    y = rng.integers(0, 20, 10)
+    got = smx.linear_cross_entropy(h, weight, y, chunk_size=chunk_size, label_smoothing=0.1)
+    assert got.dtype == np.float16
+    exact = oracle.cross_entropy(h.astype(np.longdouble) @ weight.astype(np.longdouble).T, y, label_smoothing=0.1)
+    oracle.assert_close(got, exact, "float16", ulps=oracle.ROUNDED_TOLERANCE_ULPS)
+
+
+def test_ignore_index_inside_the_classes(backend, rng):
+    """ignore_index may name a real class: its examples are ignored, the others are not."""
+    z_np, _ = _problem(rng)
+    target = np.array([0, 1, 0, 2, 3, 0])
+    ints = np.int32 if backend.name == "jax" else np.int64
+    got = backend.numpy(
+        smx.cross_entropy(backend.asarray(z_np), backend.asarray(target.astype(ints)), ignore_index=0, reduction="none")
+    )
+    expected = oracle.cross_entropy(z_np, target, ignore_index=0)
+    oracle.assert_close(got, expected, "float32", log_scale=True)
+    assert (got[target == 0] == 0).all()
+
+
+PAIRS = [(mine, other) for mine in BACKENDS for other in BACKENDS if other != mine]
+
+
+@pytest.mark.parametrize("mine,other", PAIRS, ids=[f"{m}-{o}" for m, o in PAIRS])
+def test_loss_arrays_of_two_libraries(mine, other):
+    logits = Backend.named(mine).asarray(np.zeros((2, 3)))
+    target = Backend.named(other).asarray(np.zeros(2, np.int32))
+    with pytest.raises(
+        TypeError, match=f"^cross_entropy: logits is a {mine} array but target is a {other} array; pass target from the same"
+    ):
+        smx.cross_entropy(logits, target)
+
+
+# dask.array's matmul takes NumPy weights, and so does the Dask backend's linear loss
+LINEAR_PAIRS = [pair for pair in PAIRS if pair != ("dask", "numpy")]
+
+
+@pytest.mark.parametrize("mine,other", LINEAR_PAIRS, ids=[f"{m}-{o}" for m, o in LINEAR_PAIRS])
+def test_linear_loss_arrays_of_two_libraries(mine, other):
+    h = Backend.named(mine).asarray(np.zeros((2, 3)))
+    with pytest.raises(TypeError, match=f"^linear_cross_entropy: h is a {mine} array but weight is a {other} array"):
+        smx.linear_cross_entropy(h, Backend.named(other).asarray(np.zeros((4, 3))), Backend.named(mine).asarray(np.zeros(2, np.int32)))
+
+
+# -- the benchmark group ---------------------------------------------------------------------------
+
+
+def test_cross_entropy_group_measures_every_framework_small():
+    from softmax_multi.bench import loss as bench_loss
+
+    results = bench_loss.run_cross_entropy(rounds=1, scale=0.02)
+    seen = {(r["framework"], r["reduction"], r["method"]) for r in results}
+    for framework, reductions in (("torch", ("sum", "none")), ("jax", ("sum", "none")), ("numpy", ("sum",))):
+        for reduction in reductions:
+            assert (framework, reduction, bench_loss.OURS) in seen and (framework, reduction, bench_loss.NAIVE) in seen
+    assert ("torch", "sum", bench_loss.TORCH_CHUNKED) in seen
+    assert all(r["seconds"] > 0 and r["error_eps"] <= 16 for r in results if r["method"] != bench_loss.TORCH_CHUNKED)
+    assert all(r["memory_mib"] is not None for r in results)
+    header, rows, targets = bench_loss.loss_table(results)
+    assert len(rows) == len(results) and len(targets) - 1 == len(bench_loss.LOSS_TARGETS)
