@@ -14,7 +14,6 @@ from softmax_multi._args import dtype_name
 from softmax_multi.conformance import oracle
 from softmax_multi.registry import GRADIENT_TRANSFORMS
 
-REDUCTIONS = pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
 # An ignore_index every target may hold (torch's default).
 IGNORE = -100
 
@@ -56,14 +55,14 @@ def _targets(rng, shape, n_classes, kind, dtype):
 
 
 @pytest.mark.parametrize("kind", ["index", "probabilities"])
-@pytest.mark.parametrize("shape,n_classes", [((7,), 5), ((1,), 1), ((4, 3), 33), ((2,), 1000)])
+@pytest.mark.parametrize("shape,n_classes", [((4, 3), 5), ((1,), 1), ((2,), 1000)])
 def test_loss_finite_input(backend, float_dtype, rng, kind, shape, n_classes, measured):
     z = (rng.standard_normal((*shape, n_classes)) * 3).astype(float_dtype)
     got = check_loss(backend, z, _targets(rng, shape, n_classes, kind, float_dtype), measured=measured)
     assert got.shape == shape
 
 
-@pytest.mark.parametrize("axis", [0, 1, -2])
+@pytest.mark.parametrize("axis", [0, -2])
 def test_loss_class_axis(backend, rng, axis, measured):
     z = (rng.standard_normal((3, 4, 5)) * 3).astype(np.float32)
     shape = tuple(s for i, s in enumerate(z.shape) if i != axis % 3)
@@ -72,10 +71,20 @@ def test_loss_class_axis(backend, rng, axis, measured):
     check_loss(backend, z, q, axis=axis, measured=measured)
 
 
-@REDUCTIONS
-@pytest.mark.parametrize("kind", ["index", "probabilities"])
-@pytest.mark.parametrize("smoothing", [0.0, 0.25, 1.0])
-@pytest.mark.parametrize("weighted", [False, True])
+# (reduction, target kind, label_smoothing, class weights): each option with each reduction and kind
+OPTION_CASES = [
+    ("none", "index", 0.25, True),
+    ("none", "index", 1.0, False),
+    ("mean", "index", 0.0, True),
+    ("mean", "index", 0.25, False),
+    ("sum", "index", 0.1, True),
+    ("none", "probabilities", 1.0, True),
+    ("sum", "probabilities", 0.25, True),
+    ("mean", "probabilities", 0.0, False),
+]
+
+
+@pytest.mark.parametrize("reduction,kind,smoothing,weighted", OPTION_CASES, ids=["-".join(map(str, c)) for c in OPTION_CASES])
 def test_loss_options(backend, rng, reduction, kind, smoothing, weighted, measured):
     z = (rng.standard_normal((6, 7)) * 3).astype(np.float32)
     target = _targets(rng, (6,), 7, kind, "float32")
@@ -89,8 +98,7 @@ def test_loss_options(backend, rng, reduction, kind, smoothing, weighted, measur
 # -- masks ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["index", "probabilities"])
-@pytest.mark.parametrize("smoothing", [0.0, 0.3])
+@pytest.mark.parametrize("kind,smoothing", [("index", 0.0), ("index", 0.3), ("probabilities", 0.3)])
 def test_loss_where(backend, rng, kind, smoothing, measured):
     z = (rng.standard_normal((5, 6)) * 3).astype(np.float32)
     where = np.ones((5, 6), bool)
@@ -193,17 +201,19 @@ def test_loss_inputs_not_mutated(backend, rng):
 
 # The peer's own numbers on shared cases: where torch is installed beside the backend under test.
 TORCH_CASES = [
-    ("index", {}),
-    ("index", {"label_smoothing": 0.1}),
-    ("index", {"ignore_index": IGNORE}),
-    ("index", {"ignore_index": IGNORE, "label_smoothing": 0.3, "weighted": True}),
-    ("probabilities", {}),
-    ("probabilities", {"label_smoothing": 0.2, "weighted": True}),
+    ("index", {}, "none"),
+    ("index", {"label_smoothing": 0.1}, "sum"),
+    ("index", {"ignore_index": IGNORE}, "mean"),
+    ("index", {"ignore_index": IGNORE, "label_smoothing": 0.3, "weighted": True}, "mean"),
+    ("index", {"ignore_index": IGNORE, "label_smoothing": 0.3, "weighted": True}, "none"),
+    ("probabilities", {}, "none"),
+    ("probabilities", {"label_smoothing": 0.2, "weighted": True}, "mean"),
 ]
 
 
-@pytest.mark.parametrize("kind,options", TORCH_CASES, ids=[f"{k}-{'-'.join(o) or 'plain'}" for k, o in TORCH_CASES])
-@REDUCTIONS
+@pytest.mark.parametrize(
+    "kind,options,reduction", TORCH_CASES, ids=[f"{k}-{'-'.join(o) or 'plain'}-{r}" for k, o, r in TORCH_CASES]
+)
 def test_loss_matches_torch(backend, rng, kind, options, reduction, measured):
     import torch
     import torch.nn.functional as F
@@ -334,29 +344,29 @@ def test_loss_error_contract(backend, case, call, exc, message):
 # -- the linear loss -----------------------------------------------------------------------------
 
 LINEAR_CASES = [
-    ("whole rows", {}, None),
-    ("classes in chunks", {"label_smoothing": 0.2, "ignore_index": IGNORE}, 4),
-    ("one row at a time", {"bias": True, "weighted": True}, 13),
-    ("masked classes", {"where": True, "label_smoothing": 0.1}, 5),
+    ("whole rows", {}, None, "none"),
+    ("classes in chunks", {"label_smoothing": 0.2, "ignore_index": IGNORE}, 5, "mean"),
+    ("one row at a time", {"bias": True, "weighted": True}, 13, "sum"),
+    ("masked classes in chunks", {"where": True, "label_smoothing": 0.1, "weighted": True}, 7, "mean"),
 ]
 
 
-@pytest.mark.parametrize("case,options,chunk_size", LINEAR_CASES, ids=[c[0] for c in LINEAR_CASES])
-@REDUCTIONS
+@pytest.mark.parametrize("case,options,chunk_size,reduction", LINEAR_CASES, ids=[c[0] for c in LINEAR_CASES])
 def test_linear_loss(backend, rng, case, options, chunk_size, reduction, measured):
     """linear_cross_entropy(h, W, y) is cross_entropy(h @ W.T + b, y), whatever the chunks."""
     options = dict(options)
-    h = (rng.standard_normal((3, 5, 8)) * 0.7).astype(np.float32)
+    # few rows: on a lazy library each tile is more of the graph (Cubed plans every operation)
+    h = (rng.standard_normal((2, 4, 8)) * 0.7).astype(np.float32)
     weight = (rng.standard_normal((13, 8)) * 0.7).astype(np.float32)
-    target = rng.integers(0, 13, (3, 5))
+    target = rng.integers(0, 13, (2, 4))
     target[0, 0] = IGNORE
     bias = rng.standard_normal(13).astype(np.float32) if options.pop("bias", False) else None
     cw = (rng.random(13) + 0.1).astype(np.float32) if options.pop("weighted", False) else None
     where = None
     if options.pop("where", False):
         where = np.ones(13, bool)
-        where[[2, 7]] = False
-        target[target == 2] = 3
+        where[[2, 7, 8, 9, 10, 11, 12]] = False  # the second chunk (7 to 13) holds one class taking part
+        target[(target == 2) | (target >= 7)] = 3
     options.setdefault("ignore_index", IGNORE)
     y = smx.linear_cross_entropy(
         backend.asarray(h), backend.asarray(weight), _ints(backend, target),

@@ -146,7 +146,7 @@ def test_torch_linear_loss_of_bfloat16_accumulates_in_float32(rng):
     loss.backward()
     assert h.grad.dtype == torch.bfloat16 and weight.grad.dtype == torch.bfloat16
     exact = oracle.cross_entropy(h.detach().float().numpy().astype(np.longdouble) @ weight.detach().float().numpy().T, y.numpy())
-    assert abs(float(loss) - float(exact.sum())) <= float(exact.sum()) * 2**-8
+    assert abs(float(loss.detach()) - float(exact.sum())) <= float(exact.sum()) * 2**-8
 
 
 # -- JAX -------------------------------------------------------------------------------------------
