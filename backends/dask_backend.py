@@ -175,8 +175,17 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 
 def linear_cross_entropy(
-    h: Any, weight: Any, target: Any, bias: Any, where: Any, class_weight: Any, eps: float, ignore_index: Any,
-    reduction: str, chunk_size: Any, compute: Any,
+    h: Any,
+    weight: Any,
+    target: Any,
+    bias: Any,
+    where: Any,
+    class_weight: Any,
+    eps: float,
+    ignore_index: Any,
+    reduction: str,
+    chunk_size: Any,
+    compute: Any,
 ) -> Any:
     """Lazy: each block of rows of ``h`` (its features in one block) against the whole of
     ``weight`` (NumPy or Dask) by the reference on the block's own arrays, tile by tile; the
@@ -192,8 +201,17 @@ def linear_cross_entropy(
     for a in whole[1:]:
         args += [a, None if a is None else "k"]
     parts = da.blockwise(
-        _linear_rows, "ic", *args, new_axes={"c": 2}, concatenate=True, dtype=compute, meta=np.empty((0, 0), dtype=compute),
-        eps=eps, ignore_index=ignore_index, chunk_size=chunk_size, compute=compute,
+        _linear_rows,
+        "ic",
+        *args,
+        new_axes={"c": 2},
+        concatenate=True,
+        dtype=compute,
+        meta=np.empty((0, 0), dtype=compute),
+        eps=eps,
+        ignore_index=ignore_index,
+        chunk_size=chunk_size,
+        compute=compute,
     )
     shape = (*lead, 1)
     per_example, share = parts[:, 0].reshape(shape), parts[:, 1].reshape(shape)
@@ -201,8 +219,19 @@ def linear_cross_entropy(
 
 
 @reference.quiet
-def _linear_rows(hb: Any, yb: Any, weight: Any, bias: Any, where: Any, class_weight: Any, *, eps: float, ignore_index: Any,
-                 chunk_size: Any, compute: Any) -> Any:
+def _linear_rows(
+    hb: Any,
+    yb: Any,
+    weight: Any,
+    bias: Any,
+    where: Any,
+    class_weight: Any,
+    *,
+    eps: float,
+    ignore_index: Any,
+    chunk_size: Any,
+    compute: Any,
+) -> Any:
     """One block of rows: their losses and shares side by side, (rows, 2)."""
     from array_api_compat import array_namespace
 

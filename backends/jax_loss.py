@@ -49,7 +49,7 @@ def _cross_entropy() -> Any:
     def _(axis: int, eps: float, ignore_index: Any, primals: Any, tangents: Any) -> Any:
         z, target, where, class_weight = primals
         t_z, t_target, _, t_weight = tangents
-        parts = loss.terms(xp, z, target, axis, where, class_weight, eps, ignore_index, gradients=True)
+        parts: Any = loss.terms(xp, z, target, axis, where, class_weight, eps, ignore_index, gradients=True)
         d_loss = jnp.sum(parts.grad * t_z, axis=axis, keepdims=True)
         d_share = jnp.zeros_like(parts.weight)
         shape = tuple(z.shape[axis] if i == axis else 1 for i in range(z.ndim))
@@ -72,7 +72,9 @@ def _cross_entropy() -> Any:
     return jax.jit(run, static_argnums=(2, 5, 6, 7))
 
 
-def cross_entropy(z: Any, target: Any, axis: int, where: Any, class_weight: Any, eps: float, ignore_index: Any, reduction: str) -> Any:
+def cross_entropy(
+    z: Any, target: Any, axis: int, where: Any, class_weight: Any, eps: float, ignore_index: Any, reduction: str
+) -> Any:
     return _cross_entropy()(z, target, axis, where, class_weight, eps, ignore_index, reduction)
 
 
@@ -200,7 +202,9 @@ def _linear() -> Any:
             scale = g[:, None].astype(s.compute)
         else:
             scale = jnp.broadcast_to(g / total_share if s.reduction == "mean" else g, (h2.shape[0], 1)).astype(s.compute)
-        dh_parts, d_weight, d_bias = [], None, None
+        dh_parts: list[Any] = []
+        d_weight: Any = None
+        d_bias: Any = None
         for r0, r1, hb, tg in _blocks(s, h2, y):
             st = loss.IndexStats(*(a[r0:r1] for a in stats))
             dh, dw, db = _block_grads(s, cl, weight, hb, tg, st, scale[r0:r1])
@@ -227,8 +231,17 @@ def _no_cotangent(a: Any) -> Any:
 
 
 def linear_cross_entropy(
-    h: Any, weight: Any, target: Any, bias: Any, where: Any, class_weight: Any, eps: float, ignore_index: Any,
-    reduction: str, chunk_size: Any, compute: Any,
+    h: Any,
+    weight: Any,
+    target: Any,
+    bias: Any,
+    where: Any,
+    class_weight: Any,
+    eps: float,
+    ignore_index: Any,
+    reduction: str,
+    chunk_size: Any,
+    compute: Any,
 ) -> Any:
     lead = tuple(h.shape[:-1])
     n_rows, n_classes = math.prod(lead), weight.shape[0]

@@ -26,10 +26,10 @@ from softmax_multi.backends import fused
 DEFAULT_CHUNK = 2**23
 
 
-
 @reference.quiet
-def cross_entropy(z: np.ndarray, target: np.ndarray, axis: int, where: Any, class_weight: Any, eps: float, ignore_index: Any,
-                  reduction: str) -> np.ndarray:
+def cross_entropy(
+    z: np.ndarray, target: np.ndarray, axis: int, where: Any, class_weight: Any, eps: float, ignore_index: Any, reduction: str
+) -> np.ndarray:
     if target.dtype.kind == "f" or fused.kernels() is None:
         return loss.cross_entropy(z, target, axis, where, class_weight, eps, ignore_index, reduction, xp=np)
     from softmax_multi.backends.numpy_backend import log_softmax
@@ -41,8 +41,17 @@ def cross_entropy(z: np.ndarray, target: np.ndarray, axis: int, where: Any, clas
 
 @reference.quiet
 def linear_cross_entropy(
-    h: np.ndarray, weight: np.ndarray, target: np.ndarray, bias: Any, where: Any, class_weight: Any, eps: float,
-    ignore_index: Any, reduction: str, chunk_size: Any, compute: Any,
+    h: np.ndarray,
+    weight: np.ndarray,
+    target: np.ndarray,
+    bias: Any,
+    where: Any,
+    class_weight: Any,
+    eps: float,
+    ignore_index: Any,
+    reduction: str,
+    chunk_size: Any,
+    compute: Any,
 ) -> np.ndarray:
     lead, n_features = h.shape[:-1], h.shape[-1]
     n_rows, n_classes = int(np.prod(lead)), weight.shape[0]

@@ -29,7 +29,9 @@ def _namespace() -> Any:
     return array_api_compat.torch
 
 
-def cross_entropy(z: Any, target: Any, axis: int, where: Any, class_weight: Any, eps: float, ignore_index: Any, reduction: str) -> Any:
+def cross_entropy(
+    z: Any, target: Any, axis: int, where: Any, class_weight: Any, eps: float, ignore_index: Any, reduction: str
+) -> Any:
     import torch
 
     xp = _namespace()
@@ -45,8 +47,17 @@ def cross_entropy(z: Any, target: Any, axis: int, where: Any, class_weight: Any,
 
 
 def linear_cross_entropy(
-    h: Any, weight: Any, target: Any, bias: Any, where: Any, class_weight: Any, eps: float, ignore_index: Any,
-    reduction: str, chunk_size: Any, compute: Any,
+    h: Any,
+    weight: Any,
+    target: Any,
+    bias: Any,
+    where: Any,
+    class_weight: Any,
+    eps: float,
+    ignore_index: Any,
+    reduction: str,
+    chunk_size: Any,
+    compute: Any,
 ) -> Any:
     import torch
 
@@ -69,8 +80,21 @@ class _Problem:
     """One linear loss's fixed data: the classes (in the compute dtype), the weight matrix as the
     tiles are computed from, and the row blocks."""
 
-    def __init__(self, h: Any, weight: Any, bias: Any, y: Any, where: Any, class_weight: Any, eps: float,
-                 ignore_index: Any, rows: int, cols: int, compute: Any, chunk_size: Any):
+    def __init__(
+        self,
+        h: Any,
+        weight: Any,
+        bias: Any,
+        y: Any,
+        where: Any,
+        class_weight: Any,
+        eps: float,
+        ignore_index: Any,
+        rows: int,
+        cols: int,
+        compute: Any,
+        chunk_size: Any,
+    ):
         import torch
 
         xp = _namespace()
@@ -82,7 +106,7 @@ class _Problem:
         self.whole_rows = cols >= n_classes
         # one tile's memory for the whole call, rewritten block after block: fresh tiles of
         # 16 MiB freed and made again grew the process by hundreds of MiB (glibc keeps them)
-        self.buffer = torch.empty((rows, n_classes), dtype=compute) if self.whole_rows else None
+        self.buffer: Any = torch.empty((rows, n_classes), dtype=compute) if self.whole_rows else None
         self.chunk_size = chunk_size
         self.row_weights = None
         if eps:
@@ -118,7 +142,9 @@ class _Problem:
         import torch
 
         if not self.whole_rows:
-            for c0, c1, g in linear.block_grads(self.xp, hb, tg, self.weight, self.cl, self.eps, self.cols, self.compute, st, scale):
+            for c0, c1, g in linear.block_grads(
+                self.xp, hb, tg, self.weight, self.cl, self.eps, self.cols, self.compute, st, scale
+            ):
                 dh[r0:r1].addmm_(g, self.weight[c0:c1])
                 d_weight[c0:c1].addmm_(g.t(), hb)
                 if d_bias is not None:
@@ -268,7 +294,9 @@ def _define() -> dict[str, Any]:
         """Forward by the reference; backward ``g * (A p - a)`` from the one tensor kept."""
 
         @staticmethod
-        def forward(ctx: Any, z: Any, target: Any, where: Any, class_weight: Any, axis: int, eps: float, ignore_index: Any) -> Any:
+        def forward(
+            ctx: Any, z: Any, target: Any, where: Any, class_weight: Any, axis: int, eps: float, ignore_index: Any
+        ) -> Any:
             parts = _TERMS(_namespace(), z, target, axis, where, class_weight, eps, ignore_index, gradients=True)
             need_more = ctx.needs_input_grad[1] or ctx.needs_input_grad[3]
             ctx.save_for_backward(parts.grad, *((parts.per_class, parts.smoothed, target, class_weight) if need_more else ()))
@@ -340,8 +368,8 @@ def _define() -> dict[str, Any]:
         @staticmethod
         def backward(ctx: Any, g: Any) -> Any:
             p, st, ctx.problem = ctx.problem, ctx.stats, None
-            grads = _column_backward(p, st, g.reshape(-1, 1).to(p.compute))
-            grads = [None if a is None else a.to(dtype) for a, dtype in zip(grads, ctx.dtypes)]
+            parts = _column_backward(p, st, g.reshape(-1, 1).to(p.compute))
+            grads = [None if a is None else a.to(dtype) for a, dtype in zip(parts, ctx.dtypes)]
             return (*grads, None, *([None] * 8))
 
     return {"cross_entropy": CrossEntropy, "linear_reduced": LinearReduced, "linear_none": LinearNone}

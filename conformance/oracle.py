@@ -8,6 +8,7 @@ the semantics table. Slow and obvious on purpose.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -290,7 +291,8 @@ def cross_entropy(z, target, axis=-1, where=None, class_weight=None, label_smoot
     else:
         targets = np.moveaxis(target, axis, -1).reshape(-1, n).astype(np.longdouble)
     eps = np.longdouble(label_smoothing)
-    losses, shares = [], []
+    losses: list[Any] = []
+    shares: list[Any] = []
     for row, mask, t in zip(log_p, live, targets):
         if index and ignore_index is not None and t == ignore_index:
             losses.append(0)

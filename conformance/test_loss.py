@@ -5,6 +5,7 @@ and the loss's error contract; ``linear_cross_entropy`` against the loss of its 
 from __future__ import annotations
 
 import importlib.util
+from typing import Any
 
 import numpy as np
 import pytest
@@ -131,9 +132,7 @@ def test_loss_masked_classes_take_no_part(backend, rng):
     masked = backend.numpy(
         smx.cross_entropy(backend.asarray(z), _ints(backend, target), where=backend.asarray(keep), label_smoothing=0.2)
     )
-    dropped = backend.numpy(
-        smx.cross_entropy(backend.asarray(z[:, keep]), _ints(backend, [0, 2, 3, 1]), label_smoothing=0.2)
-    )
+    dropped = backend.numpy(smx.cross_entropy(backend.asarray(z[:, keep]), _ints(backend, [0, 2, 3, 1]), label_smoothing=0.2))
     np.testing.assert_allclose(masked, dropped, rtol=1e-6)
 
 
@@ -200,7 +199,7 @@ def test_loss_inputs_not_mutated(backend, rng):
 # -- against torch.nn.functional.cross_entropy -----------------------------------------------------
 
 # The peer's own numbers on shared cases: where torch is installed beside the backend under test.
-TORCH_CASES = [
+TORCH_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("index", {}, "none"),
     ("index", {"label_smoothing": 0.1}, "sum"),
     ("index", {"ignore_index": IGNORE}, "mean"),
@@ -299,37 +298,87 @@ def test_loss_gradient(backend, gradient_name, rng, measured):
 # -- the error contract --------------------------------------------------------------------------
 
 LOSS_CONTRACT = [
-    ("target of the wrong shape", lambda b: smx.cross_entropy(b.asarray(np.zeros((2, 3))), _ints(b, [0, 1, 2])), ValueError,
-     r"^cross_entropy: target has shape \(3,\), expected \(2,\) \(class indices: logits' shape without the class axis\)"),
-    ("probabilities of the wrong shape", lambda b: smx.cross_entropy(b.asarray(np.zeros((2, 3))), b.asarray(np.zeros((2, 4)))),
-     ValueError, r"^cross_entropy: target has shape \(2, 4\), expected \(2, 3\) \(probabilities: logits' shape\)"),
-    ("boolean target", lambda b: smx.cross_entropy(b.asarray(np.zeros((2, 3))), b.asarray(np.zeros(2, bool))), TypeError,
-     r"^cross_entropy: target must hold class indices \(an integer dtype\) or probabilities \(a real floating dtype\), got dtype bool"),
-    ("label_smoothing above 1", lambda b: smx.cross_entropy(b.asarray(np.zeros((2, 3))), _ints(b, [0, 1]), label_smoothing=1.5),
-     ValueError, r"^cross_entropy: label_smoothing must lie in \[0, 1\], got 1.5"),
-    ("label_smoothing below 0", lambda b: smx.cross_entropy(b.asarray(np.zeros((2, 3))), _ints(b, [0, 1]), label_smoothing=-0.1),
-     ValueError, r"^cross_entropy: label_smoothing must lie in \[0, 1\], got -0.1"),
-    ("ignore_index with probabilities",
-     lambda b: smx.cross_entropy(b.asarray(np.zeros((2, 3))), b.asarray(np.full((2, 3), 1 / 3)), ignore_index=-100), ValueError,
-     r"^cross_entropy: ignore_index applies to class-index targets only; target holds probabilities"),
-    ("unknown reduction", lambda b: smx.cross_entropy(b.asarray(np.zeros((2, 3))), _ints(b, [0, 1]), reduction="avg"), ValueError,
-     r"^cross_entropy: reduction must be one of 'none', 'sum', 'mean', got 'avg'"),
-    ("class_weight of the wrong shape",
-     lambda b: smx.cross_entropy(b.asarray(np.zeros((2, 3))), _ints(b, [0, 1]), class_weight=b.asarray(np.ones(4))), ValueError,
-     r"^cross_entropy: class_weight has shape \(4,\), expected \(3,\) \(one weight per class\)"),
-    ("a tuple of class axes", lambda b: smx.cross_entropy(b.asarray(np.zeros((2, 3))), _ints(b, [0, 1]), axis=(0, 1)), TypeError,
-     r"^cross_entropy: axis must be one int \(the class axis\), got \(0, 1\)"),
-    ("no class axis", lambda b: smx.cross_entropy(b.asarray(np.array(1.0)), _ints(b, 0)), ValueError,
-     r"^cross_entropy: logits must have a class axis, got a 0-d array"),
-    ("linear: weight of the wrong width",
-     lambda b: smx.linear_cross_entropy(b.asarray(np.zeros((2, 3))), b.asarray(np.zeros((5, 4))), _ints(b, [0, 1])), ValueError,
-     r"^linear_cross_entropy: weight has shape \(5, 4\), expected \(V, 3\) \(classes by h's last axis\)"),
-    ("linear: probability targets",
-     lambda b: smx.linear_cross_entropy(b.asarray(np.zeros((2, 3))), b.asarray(np.zeros((5, 3))), b.asarray(np.zeros(2))),
-     TypeError, r"^linear_cross_entropy: target must hold class indices \(an integer dtype\), got dtype float64"),
-    ("linear: bad chunk_size",
-     lambda b: smx.linear_cross_entropy(b.asarray(np.zeros((2, 3))), b.asarray(np.zeros((5, 3))), _ints(b, [0, 1]), chunk_size=0),
-     ValueError, r"^linear_cross_entropy: chunk_size must be a positive int \(logits held at once\), got 0"),
+    (
+        "target of the wrong shape",
+        lambda b: smx.cross_entropy(b.asarray(np.zeros((2, 3))), _ints(b, [0, 1, 2])),
+        ValueError,
+        r"^cross_entropy: target has shape \(3,\), expected \(2,\) \(class indices: logits' shape without the class axis\)",
+    ),
+    (
+        "probabilities of the wrong shape",
+        lambda b: smx.cross_entropy(b.asarray(np.zeros((2, 3))), b.asarray(np.zeros((2, 4)))),
+        ValueError,
+        r"^cross_entropy: target has shape \(2, 4\), expected \(2, 3\) \(probabilities: logits' shape\)",
+    ),
+    (
+        "boolean target",
+        lambda b: smx.cross_entropy(b.asarray(np.zeros((2, 3))), b.asarray(np.zeros(2, bool))),
+        TypeError,
+        r"^cross_entropy: target must hold class indices \(an integer dtype\) or probabilities \(a real floating dtype\), "
+        r"got dtype bool",
+    ),
+    (
+        "label_smoothing above 1",
+        lambda b: smx.cross_entropy(b.asarray(np.zeros((2, 3))), _ints(b, [0, 1]), label_smoothing=1.5),
+        ValueError,
+        r"^cross_entropy: label_smoothing must lie in \[0, 1\], got 1.5",
+    ),
+    (
+        "label_smoothing below 0",
+        lambda b: smx.cross_entropy(b.asarray(np.zeros((2, 3))), _ints(b, [0, 1]), label_smoothing=-0.1),
+        ValueError,
+        r"^cross_entropy: label_smoothing must lie in \[0, 1\], got -0.1",
+    ),
+    (
+        "ignore_index with probabilities",
+        lambda b: smx.cross_entropy(b.asarray(np.zeros((2, 3))), b.asarray(np.full((2, 3), 1 / 3)), ignore_index=-100),
+        ValueError,
+        r"^cross_entropy: ignore_index applies to class-index targets only; target holds probabilities",
+    ),
+    (
+        "unknown reduction",
+        lambda b: smx.cross_entropy(b.asarray(np.zeros((2, 3))), _ints(b, [0, 1]), reduction="avg"),
+        ValueError,
+        r"^cross_entropy: reduction must be one of 'none', 'sum', 'mean', got 'avg'",
+    ),
+    (
+        "class_weight of the wrong shape",
+        lambda b: smx.cross_entropy(b.asarray(np.zeros((2, 3))), _ints(b, [0, 1]), class_weight=b.asarray(np.ones(4))),
+        ValueError,
+        r"^cross_entropy: class_weight has shape \(4,\), expected \(3,\) \(one weight per class\)",
+    ),
+    (
+        "a tuple of class axes",
+        lambda b: smx.cross_entropy(b.asarray(np.zeros((2, 3))), _ints(b, [0, 1]), axis=(0, 1)),  # type: ignore[arg-type]
+        TypeError,
+        r"^cross_entropy: axis must be one int \(the class axis\), got \(0, 1\)",
+    ),
+    (
+        "no class axis",
+        lambda b: smx.cross_entropy(b.asarray(np.array(1.0)), _ints(b, 0)),
+        ValueError,
+        r"^cross_entropy: logits must have a class axis, got a 0-d array",
+    ),
+    (
+        "linear: weight of the wrong width",
+        lambda b: smx.linear_cross_entropy(b.asarray(np.zeros((2, 3))), b.asarray(np.zeros((5, 4))), _ints(b, [0, 1])),
+        ValueError,
+        r"^linear_cross_entropy: weight has shape \(5, 4\), expected \(V, 3\) \(classes by h's last axis\)",
+    ),
+    (
+        "linear: probability targets",
+        lambda b: smx.linear_cross_entropy(b.asarray(np.zeros((2, 3))), b.asarray(np.zeros((5, 3))), b.asarray(np.zeros(2))),
+        TypeError,
+        r"^linear_cross_entropy: target must hold class indices \(an integer dtype\), got dtype float64",
+    ),
+    (
+        "linear: bad chunk_size",
+        lambda b: smx.linear_cross_entropy(
+            b.asarray(np.zeros((2, 3))), b.asarray(np.zeros((5, 3))), _ints(b, [0, 1]), chunk_size=0
+        ),
+        ValueError,
+        r"^linear_cross_entropy: chunk_size must be a positive int \(logits held at once\), got 0",
+    ),
 ]
 
 
@@ -369,9 +418,15 @@ def test_linear_loss(backend, rng, case, options, chunk_size, reduction, measure
         target[(target == 2) | (target >= 7)] = 3
     options.setdefault("ignore_index", IGNORE)
     y = smx.linear_cross_entropy(
-        backend.asarray(h), backend.asarray(weight), _ints(backend, target),
-        bias=None if bias is None else backend.asarray(bias), where=None if where is None else backend.asarray(where),
-        class_weight=None if cw is None else backend.asarray(cw), reduction=reduction, chunk_size=chunk_size, **options,
+        backend.asarray(h),
+        backend.asarray(weight),
+        _ints(backend, target),
+        bias=None if bias is None else backend.asarray(bias),
+        where=None if where is None else backend.asarray(where),
+        class_weight=None if cw is None else backend.asarray(cw),
+        reduction=reduction,
+        chunk_size=chunk_size,
+        **options,
     )
     assert backend.owns(y)
     z = h.astype(np.longdouble) @ weight.astype(np.longdouble).T + (0 if bias is None else bias)

@@ -9,8 +9,8 @@ the ``softmax_multi.backends`` entry-point group on first use.
 """
 
 from ._api import log_softmax, logsumexp, softmax
-from ._loss_api import cross_entropy, linear_cross_entropy
 from ._args import AxisError
+from ._loss_api import cross_entropy, linear_cross_entropy
 from .registry import (
     BackendLoadWarning,
     BackendSpec,

@@ -173,8 +173,7 @@ def linear_cross_entropy(
     if n_classes == 0:
         raise ValueError(f"{func}: weight has no classes (shape {tuple(weight.shape)})")
     compute, result = resolve_dtypes(func, xp, h.dtype, None)
-    w_compute, w_result = resolve_dtypes(func, xp, weight.dtype, None)
-    if w_result != result:
+    if resolve_dtypes(func, xp, weight.dtype, None)[1] != result:
         raise TypeError(f"{func}: weight has dtype {dtype_name(weight.dtype)}, expected {dtype_name(result)} (h's dtype)")
     target = _like_x(func, spec, xp, h, "target", target)
     if not xp.isdtype(target.dtype, "integral"):
@@ -183,7 +182,9 @@ def linear_cross_entropy(
         raise ValueError(f"{func}: target has shape {tuple(target.shape)}, expected {tuple(h.shape[:-1])} (h's shape without D)")
     eps, ignore_index, reduction = _options(func, label_smoothing, ignore_index, reduction, xp, target)
     bias = None if bias is None else _class_vector(func, spec, xp, h, "bias", bias, n_classes, result)
-    class_weight = None if class_weight is None else _class_vector(func, spec, xp, h, "class_weight", class_weight, n_classes, result)
+    class_weight = (
+        None if class_weight is None else _class_vector(func, spec, xp, h, "class_weight", class_weight, n_classes, result)
+    )
     if where is not None:
         where = _like_x(func, spec, xp, h, "where", where)
         if not xp.isdtype(where.dtype, "bool"):
@@ -238,7 +239,9 @@ def _target(func: str, spec: BackendSpec, xp: Any, logits: Array, target: Any, a
     return target
 
 
-def _options(func: str, label_smoothing: Any, ignore_index: Any, reduction: Any, xp: Any, target: Array) -> tuple[float, int | None, str]:
+def _options(
+    func: str, label_smoothing: Any, ignore_index: Any, reduction: Any, xp: Any, target: Array
+) -> tuple[float, int | None, str]:
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
         raise TypeError(f"{func}: label_smoothing must be a real number in [0, 1], got {label_smoothing!r}")
     if not 0.0 <= float(label_smoothing) <= 1.0:  # NaN fails too
@@ -290,4 +293,3 @@ def _class_vector(func: str, spec: BackendSpec, xp: Any, h: Array, name: str, va
     if tuple(value.shape) != (n_classes,):
         raise ValueError(f"{func}: {name} has shape {tuple(value.shape)}, expected ({n_classes},) (one per class)")
     return value if value.dtype == result else xp.astype(value, result)
-

@@ -68,7 +68,7 @@ class Classes(NamedTuple):
 def classes(xp: Any, n_classes: int, where: Array | None, class_weight: Array | None, bias: Array | None, dtype: Any) -> Classes:
     """The classes' data in the compute dtype, with the totals the loss needs."""
     device = getattr(bias if bias is not None else class_weight, "device", None)
-    cast = (lambda a: a if a is None or a.dtype == dtype else xp.astype(a, dtype))
+    cast = lambda a: a if a is None or a.dtype == dtype else xp.astype(a, dtype)
     class_weight, bias = cast(class_weight), cast(bias)
     if where is None:
         n_live = xp.asarray(float(n_classes), dtype=dtype, device=device)
@@ -135,15 +135,31 @@ def linear_cross_entropy(
     n_rows, n_classes = math.prod(lead), weight.shape[0]
     cl = classes(xp, n_classes, where, class_weight, bias, compute)
     loss, share = row_terms(
-        xp, xp.reshape(h, (n_rows, n_features)), weight, xp.reshape(target, (n_rows, 1)), cl, float(label_smoothing),
-        ignore_index, chunk_size, compute, accurate_sums,
+        xp,
+        xp.reshape(h, (n_rows, n_features)),
+        weight,
+        xp.reshape(target, (n_rows, 1)),
+        cl,
+        float(label_smoothing),
+        ignore_index,
+        chunk_size,
+        compute,
+        accurate_sums,
     )
     return reduce_losses(xp, xp.reshape(loss, (*lead, 1)), xp.reshape(share, (*lead, 1)), len(lead), reduction, accurate_sums)
 
 
 def row_terms(
-    xp: Any, h2: Array, weight: Array, y: Array, cl: Classes, eps: float, ignore_index: int | None, chunk_size: int | None,
-    compute: Any, accurate: bool = True,
+    xp: Any,
+    h2: Array,
+    weight: Array,
+    y: Array,
+    cl: Classes,
+    eps: float,
+    ignore_index: int | None,
+    chunk_size: int | None,
+    compute: Any,
+    accurate: bool = True,
 ) -> tuple[Array, Array]:
     """The losses of the rows of ``h2`` (N, D) against ``y`` (N, 1), and their shares of a
     ``"mean"``, each (N, 1), a row block at a time."""
@@ -188,7 +204,7 @@ class Chunk(NamedTuple):
 def chunk(xp: Any, weight: Array, cl: Classes, c0: Any, n: int, take: Any = None) -> Chunk:
     """The ``n`` classes from ``c0`` (``take(a, c0, n)``: how to slice them, for a traced ``c0``)."""
     cut = (lambda a: a[c0 : c0 + n, ...]) if take is None else (lambda a: take(a, c0, n))
-    row = (lambda a: None if a is None else xp.reshape(cut(a), (1, -1)))
+    row = lambda a: None if a is None else xp.reshape(cut(a), (1, -1))
     live, w = row(cl.live), row(cl.weight)
     if live is not None:
         w = xp.where(live, xp.ones_like(live, dtype=cl.n_live.dtype) if w is None else w, constant_like(xp, cl.n_live, 0.0))
@@ -206,7 +222,9 @@ def _onehot(xp: Any, tg: Target, ch: Chunk, n: int) -> Array:
     return (tg.safe - ch.start) == offsets
 
 
-def chunk_stats(xp: Any, hb: Array, tg: Target, ch: Chunk, eps: float, compute: Any, accurate: bool = True) -> tuple[IndexStats, Array, Array]:
+def chunk_stats(
+    xp: Any, hb: Array, tg: Target, ch: Chunk, eps: float, compute: Any, accurate: bool = True
+) -> tuple[IndexStats, Array, Array]:
     """A tile's statistics, its classes' total weight taking part, and the tile."""
     z = logits(xp, hb, ch, compute)
     n = z.shape[1]
@@ -217,7 +235,16 @@ def chunk_stats(xp: Any, hb: Array, tg: Target, ch: Chunk, eps: float, compute: 
 
 
 def chunk_grad(
-    xp: Any, hb: Array, tg: Target, ch: Chunk, cl: Classes, eps: float, compute: Any, st: IndexStats, w_y: Array, scale: Array,
+    xp: Any,
+    hb: Array,
+    tg: Target,
+    ch: Chunk,
+    cl: Classes,
+    eps: float,
+    compute: Any,
+    st: IndexStats,
+    w_y: Array,
+    scale: Array,
     z: Array | None = None,
 ) -> Array:
     """``scale * d loss / d logits`` of a tile from its rows' final statistics ``st`` (the tile

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace
 
+from . import online
 from .reference import _sum, constant_like, quiet
 
 __all__ = [
@@ -128,7 +129,9 @@ class IndexStats(NamedTuple):
     """The target's own logit where the chunk holds the target class, else 0."""
 
 
-def index_stats(xp: Any, z: Array, axis: int, onehot: Array | None, live: Array | None, w_live: Array | None, accurate: bool = True) -> IndexStats:
+def index_stats(
+    xp: Any, z: Array, axis: int, onehot: Array | None, live: Array | None, w_live: Array | None, accurate: bool = True
+) -> IndexStats:
     """The statistics of a chunk of classes along ``axis``. ``onehot`` marks each example's target
     class in the chunk; ``w_live`` (None: no smoothing) the class weights taking part (0 elsewhere)."""
     zero = constant_like(xp, z, 0.0)
@@ -149,19 +152,10 @@ def index_stats(xp: Any, z: Array, axis: int, onehot: Array | None, live: Array 
 
 
 def merge_index_stats(xp: Any, a: IndexStats, b: IndexStats, w_a: Array, w_b: Array) -> IndexStats:
-    """Two chunks' statistics together; ``w_a`` and ``w_b`` are their classes' total weights
-    taking part (what moves ``u`` when the max moves)."""
-    m = xp.maximum(a.m, b.m)
-    k_a, t_a = _relative_to(xp, a.m, a.k, a.t, m)
-    k_b, t_b = _relative_to(xp, b.m, b.k, b.t, m)
-    return IndexStats(m, k_a + k_b, t_a + t_b, _moved(xp, a, w_a, m) + _moved(xp, b, w_b, m), a.z_y + b.z_y)
-
-
-def _relative_to(xp: Any, m: Array, k: Array, t: Array, merged: Array) -> tuple[Array, Array]:
-    same = m == merged
-    zero = constant_like(xp, t, 0.0)
-    scaled = (k + t) * xp.exp(xp.where(same, zero, m - merged))
-    return xp.where(same, k, zero), xp.where(same, t, scaled)
+    """Two chunks' statistics together: ``(m, k, t)`` merged by :func:`softmax_multi.online.merge`;
+    ``w_a`` and ``w_b``, the chunks' total class weights taking part, move ``u`` with the max."""
+    both = online.merge(online.Stats(a.m, a.k, a.t), online.Stats(b.m, b.k, b.t))
+    return IndexStats(both.m, both.k, both.t, _moved(xp, a, w_a, both.m) + _moved(xp, b, w_b, both.m), a.z_y + b.z_y)
 
 
 def _moved(xp: Any, st: IndexStats, w: Array, merged: Array) -> Array:
@@ -227,7 +221,13 @@ def _outside(xp: Any, loss: Array, tg: Target, w_y: Array) -> tuple[Array, Array
 
 
 def from_log_softmax(
-    xp: Any, log_p: Array, target: Array, axis: int, where: Array | None, class_weight: Array | None, eps: float,
+    xp: Any,
+    log_p: Array,
+    target: Array,
+    axis: int,
+    where: Array | None,
+    class_weight: Array | None,
+    eps: float,
     ignore_index: int | None,
 ) -> tuple[Array, Array]:
     """The per-example loss of class-index targets and their shares of a ``"mean"`` (class axis
@@ -238,13 +238,21 @@ def from_log_softmax(
     zero, one = constant_like(xp, log_p, 0.0), constant_like(xp, log_p, 1.0)
     tg = read_target(xp, xp.expand_dims(target, axis=axis), n_classes, ignore_index)
     pick = _picker(xp, tg.safe, None if hasattr(xp, "take_along_axis") else _onehot(xp, tg.safe, axis, n_classes), axis)
-    w = None if class_weight is None else xp.reshape(class_weight, tuple(n_classes if i == axis else 1 for i in range(len(shape))))
+    w = (
+        None
+        if class_weight is None
+        else xp.reshape(class_weight, tuple(n_classes if i == axis else 1 for i in range(len(shape))))
+    )
     w_y = one if w is None else pick(xp.broadcast_to(w, shape))
     loss = -(w_y * pick(log_p))
     if eps:
         live = None if where is None else xp.broadcast_to(where, shape)
         inside = log_p if live is None else xp.where(live, log_p, zero)
-        n_live = constant_like(xp, log_p, float(n_classes)) if live is None else xp.sum(xp.astype(live, log_p.dtype), axis=axis, keepdims=True)
+        n_live = (
+            constant_like(xp, log_p, float(n_classes))
+            if live is None
+            else xp.sum(xp.astype(live, log_p.dtype), axis=axis, keepdims=True)
+        )
         weighted = inside if w is None else inside * w
         loss = (1 - eps) * loss - _share(xp, n_live, eps) * xp.sum(weighted, axis=axis, keepdims=True)
     if where is not None:
@@ -253,8 +261,17 @@ def from_log_softmax(
 
 
 def index_grad(
-    xp: Any, z: Array, st: IndexStats, onehot: Array, tg: Target, w_y: Array, live: Array | None, w_live: Array | None,
-    w_total: Array, n_live: Array, eps: float,
+    xp: Any,
+    z: Array,
+    st: IndexStats,
+    onehot: Array,
+    tg: Target,
+    w_y: Array,
+    live: Array | None,
+    w_live: Array | None,
+    w_total: Array,
+    n_live: Array,
+    eps: float,
 ) -> Array:
     """d loss / d z of a chunk of classes, ``A p - a``, from the row's final statistics: ``p`` its
     softmax, ``a`` the weighted, smoothed target (``w_live``: the chunk's class weights taking

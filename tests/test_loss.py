@@ -129,7 +129,7 @@ def test_torch_linear_loss_never_holds_the_logits(monkeypatch, rng, reduction, c
 def test_torch_linear_loss_refuses_a_class_weight_gradient():
     import torch
 
-    with pytest.raises(TypeError, match="^linear_cross_entropy: class_weight takes no gradient here"):
+    with pytest.raises(TypeError, match=r"^linear_cross_entropy: class_weight takes no gradient here"):
         smx.linear_cross_entropy(
             torch.zeros(2, 3), torch.zeros(4, 3), torch.tensor([0, 1]), class_weight=torch.ones(4, requires_grad=True)
         )
@@ -236,8 +236,14 @@ def test_dask_linear_loss_is_lazy_and_takes_numpy_weights(rng, weight_kind, redu
     y[3] = IGNORE
     w = weight if weight_kind == "numpy" else da.from_array(weight, chunks=(4, 3))
     lazy = smx.linear_cross_entropy(
-        da.from_array(h, chunks=(7, 3)), w, da.from_array(y, chunks=7), bias=bias, ignore_index=IGNORE,
-        label_smoothing=0.1, reduction=reduction, chunk_size=30,
+        da.from_array(h, chunks=(7, 3)),
+        w,
+        da.from_array(y, chunks=7),
+        bias=bias,
+        ignore_index=IGNORE,
+        label_smoothing=0.1,
+        reduction=reduction,
+        chunk_size=30,
     )
     assert isinstance(lazy, da.Array)
     expected = oracle.cross_entropy(h @ weight.T + bias, y, -1, None, None, 0.1, IGNORE, reduction)
@@ -298,7 +304,9 @@ LINEAR_PAIRS = [pair for pair in PAIRS if pair != ("dask", "numpy")]
 def test_linear_loss_arrays_of_two_libraries(mine, other):
     h = Backend.named(mine).asarray(np.zeros((2, 3)))
     with pytest.raises(TypeError, match=f"^linear_cross_entropy: h is a {mine} array but weight is a {other} array"):
-        smx.linear_cross_entropy(h, Backend.named(other).asarray(np.zeros((4, 3))), Backend.named(mine).asarray(np.zeros(2, np.int32)))
+        smx.linear_cross_entropy(
+            h, Backend.named(other).asarray(np.zeros((4, 3))), Backend.named(mine).asarray(np.zeros(2, np.int32))
+        )
 
 
 # -- the benchmark group ---------------------------------------------------------------------------
@@ -315,5 +323,5 @@ def test_cross_entropy_group_measures_every_framework_small():
     assert ("torch", "sum", bench_loss.TORCH_CHUNKED) in seen
     assert all(r["seconds"] > 0 and r["error_eps"] <= 16 for r in results if r["method"] != bench_loss.TORCH_CHUNKED)
     assert all(r["memory_mib"] is not None for r in results)
-    header, rows, targets = bench_loss.loss_table(results)
+    _, rows, targets = bench_loss.loss_table(results)
     assert len(rows) == len(results) and len(targets) - 1 == len(bench_loss.LOSS_TARGETS)
