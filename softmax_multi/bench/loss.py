@@ -216,7 +216,7 @@ def _error(ours: Any, naive: Any) -> float:
 
 def run_cross_entropy(
     rounds: int = 3,
-    frameworks: tuple[str, ...] = ("torch", "jax", "numpy"),
+    frameworks: tuple[str, ...] = ("numpy", "jax", "torch"),
     scale: float = 1.0,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[dict[str, Any]]:
