@@ -101,7 +101,7 @@ def cross_entropy(
     if xp.isdtype(target.dtype, "real floating"):
         target = _cast(xp, target, compute, result)
     z = _cast(xp, logits, compute, result)
-    impl = spec.cross_entropy or _reference_loss(spec.accurate_sums)
+    impl = spec.cross_entropy or functools.partial(_reference_loss(spec.accurate_sums), xp=xp)
     try:
         y = impl(z, target, axis, where, class_weight, eps, ignore_index, reduction)
     except Exception as err:
@@ -195,7 +195,7 @@ def linear_cross_entropy(
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
             raise ValueError(f"{func}: chunk_size must be a positive int (logits held at once), got {chunk_size!r}")
         chunk_size = int(chunk_size)
-    impl = spec.linear_cross_entropy or _reference_linear(spec.accurate_sums)
+    impl = spec.linear_cross_entropy or functools.partial(_reference_linear(spec.accurate_sums), xp=xp)
     try:
         y = impl(h, weight, target, bias, where, class_weight, eps, ignore_index, reduction, chunk_size, compute)
     except Exception as err:
