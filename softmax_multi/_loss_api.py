@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import numbers
 import operator
-from collections.abc import Callable
 from typing import Any
 
 from . import linear, loss
@@ -101,7 +100,7 @@ def cross_entropy(
     if xp.isdtype(target.dtype, "real floating"):
         target = _cast(xp, target, compute, result)
     z = _cast(xp, logits, compute, result)
-    impl = spec.cross_entropy or functools.partial(_reference_loss(spec.accurate_sums), xp=xp)
+    impl = spec.cross_entropy or functools.partial(loss.cross_entropy, xp=xp, accurate_sums=spec.accurate_sums)
     try:
         y = impl(z, target, axis, where, class_weight, eps, ignore_index, reduction)
     except Exception as err:
@@ -195,23 +194,13 @@ def linear_cross_entropy(
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
             raise ValueError(f"{func}: chunk_size must be a positive int (logits held at once), got {chunk_size!r}")
         chunk_size = int(chunk_size)
-    impl = spec.linear_cross_entropy or functools.partial(_reference_linear(spec.accurate_sums), xp=xp)
+    impl = spec.linear_cross_entropy or functools.partial(linear.linear_cross_entropy, xp=xp, accurate_sums=spec.accurate_sums)
     try:
         y = impl(h, weight, target, bias, where, class_weight, eps, ignore_index, reduction, chunk_size, compute)
     except Exception as err:
         _blame(err, spec, func)
         raise
     return y if y.dtype == result else xp.astype(y, result)
-
-
-@functools.cache
-def _reference_loss(accurate_sums: bool) -> Callable[..., Any]:
-    return functools.partial(loss.cross_entropy, accurate_sums=accurate_sums)
-
-
-@functools.cache
-def _reference_linear(accurate_sums: bool) -> Callable[..., Any]:
-    return functools.partial(linear.linear_cross_entropy, accurate_sums=accurate_sums)
 
 
 def _class_axis(func: str, axis: Any, ndim: int) -> int:
