@@ -5,8 +5,10 @@ log_softmax by the fused kernels (:mod:`softmax_multi.backends.fused`), precise 
 the cases of :mod:`softmax_multi.loss` read from its -inf and NaN
 (:func:`softmax_multi.loss.from_log_softmax`). ``linear_cross_entropy`` takes the rows of ``h`` in
 blocks holding every class: each block's logits are written into one reused buffer by the matrix
-product, rewritten in place into their log_softmax, and gathered, so that memory stays one tile
-and no page is touched twice. Probability targets, other dtypes, and class chunks (a row of
+product, their log_softmax into a second one, and gathered, so that memory stays two tiles and no
+page is touched twice. (Not in place: the kernels' loops are vectorised only where LLVM's runtime
+check finds input and output apart; in place a tile's log_softmax took 31-45 ms, into the second
+buffer 10-12 ms, for 262 x 32 000 float32.) Probability targets, other dtypes, and class chunks (a row of
 classes longer than ``chunk_size``) go to the reference.
 """
 
@@ -21,8 +23,9 @@ from softmax_multi.backends import fused
 
 # Logits per tile by default: 2**23 (32 MiB of float32, 262 rows of 32 000 classes): BLAS runs the
 # product of a block near its peak only with enough rows. Measured (N=4096, D=1024, V=32000,
-# float32, 2 threads, interleaved, time / the naive loss's): 2**20 1.28, 2**21 1.01, 2**22
-# 0.95-1.03, 2**23 0.70-0.84, 2**24 0.74; the naive loss holds 1008 MiB above its inputs.
+# float32, 2 threads, interleaved, seconds, with the log_softmax into a second tile; the naive loss
+# took 3.5-4.1 s and holds 1008 MiB above its inputs): 2**22 1.82-2.20, 2**23 1.70-2.00, 2**24
+# 1.65-2.35.
 DEFAULT_CHUNK = 2**23
 
 
@@ -66,7 +69,7 @@ def linear_cross_entropy(
     bias = None if bias is None else np.asarray(bias, dtype=compute)
     class_weight = None if class_weight is None else np.asarray(class_weight, dtype=compute)
     masked = None if where is None else ~where
-    buffer = np.empty((rows, n_classes), dtype=compute)
+    buffer, log_buffer = np.empty((rows, n_classes), dtype=compute), np.empty((rows, n_classes), dtype=compute)
     losses, shares = np.empty((n_rows, 1), dtype=compute), np.empty((n_rows, 1), dtype=compute)
     for r0 in range(0, n_rows, rows):
         r1 = min(r0 + rows, n_rows)
@@ -76,7 +79,7 @@ def linear_cross_entropy(
             z += bias
         if masked is not None:
             z[:, masked] = -np.inf
-        log_p = fused.run(fused.LOG_SOFTMAX, z, (1,), z, min_size=1)
+        log_p = fused.run(fused.LOG_SOFTMAX, z, (1,), log_buffer[: r1 - r0], min_size=1)
         if log_p is None:  # not the kernels' layout after all
             log_p = reference.log_softmax(z, (1,), where, xp=np)
         losses[r0:r1], shares[r0:r1] = loss.from_log_softmax(np, log_p, y[r0:r1], 1, where, class_weight, eps, ignore_index)
