@@ -104,9 +104,14 @@ class _Problem:
         n_classes = weight.shape[0]
         self.cl = linear.classes(xp, n_classes, where, class_weight, None if bias is None else bias.detach(), compute)
         self.whole_rows = cols >= n_classes
-        # one tile's memory for the whole call, rewritten block after block: fresh tiles of
-        # 16 MiB freed and made again grew the process by hundreds of MiB (glibc keeps them)
-        self.buffer: Any = torch.empty((rows, n_classes), dtype=compute) if self.whole_rows else None
+        # two tiles' memory for the whole call (the logits, their maxima), rewritten block after
+        # block: fresh tiles freed and made again grew the process by hundreds of MiB (glibc keeps
+        # them; the small tensors kept between blocks split a freed tile, so that the next did not
+        # fit: fresh 4 MiB boolean tiles made a forward of "none" end 41-192 MiB above its start)
+        # (flat, and large enough for the tiles of the "none" backward too: they reuse it)
+        size = max(rows * n_classes, math.prod(linear.column_plan(h.shape[0], n_classes, chunk_size)))
+        self.buffer: Any = torch.empty(size, dtype=compute) if self.whole_rows else None
+        self.top: Any = torch.empty((rows, n_classes), dtype=compute) if self.whole_rows else None
         self.chunk_size = chunk_size
         self.row_weights = None
         if eps:
@@ -123,7 +128,7 @@ class _Problem:
         """Every class's logits of the rows ``hb``, in the one tile buffer, to rewrite in place."""
         import torch
 
-        out = self.buffer[: hb.shape[0]]
+        out = self.buffer[: hb.shape[0] * self.weight.shape[0]].view(hb.shape[0], -1)
         if self.cl.bias is None:
             return torch.mm(hb, self.weight.t(), out=out)
         return torch.addmm(self.cl.bias, hb, self.weight.t(), out=out)
@@ -134,7 +139,7 @@ class _Problem:
             st, _ = linear.block_stats(self.xp, hb, tg, self.weight, self.cl, self.eps, self.cols, self.compute)
             return st, None
         z = self.tile(hb)
-        return _stats_in_place(z, tg, self.cl.live, self.row_weights), z
+        return _stats_in_place(z, tg, self.cl.live, self.row_weights, self.top[: hb.shape[0]]), z
 
     def grads(self, hb: Any, tg: Any, st: Any, scale: Any, e: Any, dh: Any, d_weight: Any, d_bias: Any, r0: int, r1: int) -> None:
         """Add the row block's gradients, scaled per row by ``scale``, into dh, dW and db; ``e``
@@ -160,9 +165,9 @@ class _Problem:
             d_bias += e.sum(0)
 
 
-def _stats_in_place(z: Any, tg: Any, live: Any, row_weights: Any) -> Any:
+def _stats_in_place(z: Any, tg: Any, live: Any, row_weights: Any, top: Any) -> Any:
     """The statistics of whole rows of logits ``z``, which becomes ``exp(z - m)`` (0 at masked
-    classes), with no other tensor of its size but a boolean one."""
+    classes), with no other tensor of its size but ``top`` (of z's shape and dtype), rewritten."""
     import torch
 
     if live is not None:
@@ -177,12 +182,13 @@ def _stats_in_place(z: Any, tg: Any, live: Any, row_weights: Any) -> Any:
         u = -(z @ row_weights).unsqueeze(1)
     else:
         u = -(z.masked_fill(~live, 0.0) @ row_weights).unsqueeze(1)
-    top = z == 0
-    k = top.sum(1, keepdim=True, dtype=z.dtype)
+    # the maxima as 1.0 in a float tile: summing a boolean one converts it to a fresh tile first
+    torch.eq(z, 0, out=top)
+    k = top.sum(1, keepdim=True)
     z.exp_()
-    z.masked_fill_(top, 0.0)
+    z.sub_(top)  # exp(0) = 1 at the maxima: exactly 0 now, and exactly 1 again below
     t = z.sum(1, keepdim=True)
-    z.masked_fill_(top, 1.0)
+    z.add_(top)
     return loss.IndexStats(m, k, t, u, z_y)
 
 
@@ -226,7 +232,10 @@ def _column_backward(p: _Problem, st: Any, g: Any) -> tuple[Any, Any, Any]:
     n_rows, n_classes = h.shape[0], weight.shape[0]
     rows, cols = linear.column_plan(n_rows, n_classes, p.chunk_size)
     one_block = rows >= n_rows
-    buffer = torch.empty(rows * cols, dtype=p.compute)
+    # the forward's tile buffer, made for these tiles too, where the forward took whole rows; a
+    # fresh one beside it took the process 20 MiB higher
+    buffer = p.buffer if p.buffer is not None else torch.empty(rows * cols, dtype=p.compute)
+    p.buffer = None
     dh = torch.zeros(h.shape, dtype=p.compute)
     d_weight = (torch.empty if one_block else torch.zeros)(weight.shape, dtype=p.compute)
     d_bias = torch.zeros(n_classes, dtype=p.compute) if cl.bias is not None else None
@@ -359,7 +368,7 @@ def _define() -> dict[str, Any]:
                 st, _ = p.stats(hb, tg)
                 losses.append(linear.block_loss(p.xp, st, tg, p.cl, p.eps)[0])
                 kept.append(st)
-            p.buffer = None  # the backward's tiles are of another shape (column_plan)
+            p.top = None  # the tile buffer stays for the backward's tiles (of column_plan's shape)
             ctx.problem = p
             ctx.stats = loss.IndexStats(*(torch.cat(parts) for parts in zip(*kept)))
             ctx.dtypes = (h.dtype, weight.dtype, None if bias is None else bias.dtype)
