@@ -223,13 +223,14 @@ def _onehot(xp: Any, tg: Target, ch: Chunk, n: int) -> Array:
 
 
 def chunk_stats(
-    xp: Any, hb: Array, tg: Target, ch: Chunk, eps: float, compute: Any, accurate: bool = True
+    xp: Any, hb: Array, tg: Target, ch: Chunk, eps: float, compute: Any, accurate: bool = True, target: bool = True
 ) -> tuple[IndexStats, Array, Array]:
-    """A tile's statistics, its classes' total weight taking part, and the tile."""
+    """A tile's statistics, its classes' total weight taking part, and the tile (``target=False``:
+    the target's logit ``z_y`` left 0, for the caller to gather)."""
     z = logits(xp, hb, ch, compute)
     n = z.shape[1]
     smooth = None if not eps else (ch.w_live if ch.w_live is not None else xp.ones_like(z[:1, :]))
-    st = index_stats(xp, z, 1, _onehot(xp, tg, ch, n), ch.live, smooth, accurate)
+    st = index_stats(xp, z, 1, _onehot(xp, tg, ch, n) if target else None, ch.live, smooth, accurate)
     total = constant_like(xp, z, float(n)) if ch.w_live is None else xp.sum(ch.w_live, axis=1, keepdims=True)
     return st, total, z
 

@@ -186,11 +186,15 @@ def test_jax_backward_keeps_one_array_of_the_logits_size(rng):
     assert len(big) == 1, sizes
 
 
-def test_jax_linear_loss_compiled_memory_is_a_tile_not_the_logits(rng):
+@pytest.mark.parametrize("tile_rows", [64, 128], ids=["four products", "one pass"])
+def test_jax_linear_loss_compiled_memory_is_a_tile_not_the_logits(rng, tile_rows):
     import jax
     import jax.numpy as jnp
 
-    n, d, v = 1024, 64, 8192
+    from softmax_multi.backends import jax_loss
+
+    n, d, v = 4096, 64, 8192
+    assert (jax_loss.one_pass_plan(n, v, d, tile_rows * v) is None) == (tile_rows < jax_loss.ONE_PASS_MIN_ROWS)
     h = jnp.asarray(rng.standard_normal((n, d)), dtype=jnp.float32)
     weight = jnp.asarray(rng.standard_normal((v, d)) * 0.1, dtype=jnp.float32)
     y = jnp.asarray(rng.integers(0, v, n), dtype=jnp.int32)
@@ -200,7 +204,7 @@ def test_jax_linear_loss_compiled_memory_is_a_tile_not_the_logits(rng):
         return jnp.sum(jax.nn.logsumexp(z, axis=1) - jnp.take_along_axis(z, y[:, None], axis=1)[:, 0])
 
     def ours(h, w):
-        return smx.linear_cross_entropy(h, w, y, reduction="sum", chunk_size=64 * v)
+        return smx.linear_cross_entropy(h, w, y, reduction="sum", chunk_size=tile_rows * v)
 
     def temp(f):
         return jax.jit(jax.value_and_grad(f, argnums=(0, 1))).lower(h, weight).compile().memory_analysis().temp_size_in_bytes
@@ -210,6 +214,55 @@ def test_jax_linear_loss_compiled_memory_is_a_tile_not_the_logits(rng):
     np.testing.assert_allclose(value, naive_value, rtol=1e-5)
     for a, b in zip(grads, naive_grads):
         np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize(
+    "chunk_size, update_entries",
+    [(None, None), (130 * 97, 8 * 30), (20 * 97, None)],
+    ids=["one pass, one block", "one pass, row blocks and class chunks with remainders", "four products"],
+)
+def test_jax_linear_loss_gradients_of_sum_and_mean(monkeypatch, rng, reduction, chunk_size, update_entries):
+    """The one-pass gradients of "sum" and "mean" (blocks of whole rows, dW updated a chunk of
+    classes at a time; rows and classes with remainders) and the four-product path they fall back
+    to, against the long-double oracle's gradient of the logits carried through the products."""
+    import jax
+    import jax.numpy as jnp
+
+    from softmax_multi.backends import jax_loss
+
+    if update_entries is not None:
+        monkeypatch.setattr(jax_loss, "UPDATE_ENTRIES", update_entries)
+    n, d, v = 211, 8, 97
+    h_np = rng.standard_normal((n, d)).astype(np.float32)
+    w_np = rng.standard_normal((v, d)).astype(np.float32)
+    b_np = rng.standard_normal(v).astype(np.float32)
+    y_np = rng.integers(0, v, n)
+    y_np[::7] = IGNORE
+    where = np.ones(v, bool)
+    where[3::10] = False
+    y_np[y_np % 10 == 3] = 0  # no target on a masked class: its loss is +inf
+    class_weight = rng.uniform(0.5, 2.0, v).astype(np.float32)
+    options = {"where": where, "class_weight": class_weight, "label_smoothing": 0.1, "ignore_index": IGNORE}
+    rows = jax_loss.one_pass_plan(n, v, d, chunk_size)
+    assert (rows is None) == (chunk_size == 20 * 97), rows
+
+    kw = {k: jnp.asarray(a) if isinstance(a, np.ndarray) else a for k, a in options.items()}
+    y = jnp.asarray(y_np, dtype=jnp.int32)
+
+    def f(h, w, b):
+        return smx.linear_cross_entropy(h, w, y, bias=b, reduction=reduction, chunk_size=chunk_size, **kw)
+
+    value, (dh, dw, db) = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))(*map(jnp.asarray, (h_np, w_np, b_np)))
+    z = h_np.astype(np.float64) @ w_np.T.astype(np.float64) + b_np
+    losses = oracle.cross_entropy(z, y_np, -1, where, class_weight, 0.1, IGNORE)
+    g = oracle.cross_entropy_gradient(z, y_np, -1, where, class_weight, 0.1, IGNORE).astype(np.float64)
+    share = np.where(y_np == IGNORE, 0.0, class_weight[np.where(y_np == IGNORE, 0, y_np)]).sum()
+    scale = 1 / share if reduction == "mean" else 1.0
+    np.testing.assert_allclose(float(value), float(np.sum(losses)) * scale, rtol=1e-5)
+    for got, unscaled in ((dh, g @ w_np), (dw, g.T @ h_np), (db, g.sum(0))):
+        expected = unscaled * scale
+        np.testing.assert_allclose(np.asarray(got), expected, atol=2e-5 * np.max(np.abs(expected)))
 
 
 def test_jax_linear_loss_has_no_forward_mode():
