@@ -80,10 +80,11 @@ def cross_entropy(
     return _cross_entropy()(z, target, axis, where, class_weight, eps, ignore_index, reduction)
 
 
-# Logits per tile by default. Measured (N=2048, D=512, V=32000, float32, jit(value_and_grad),
-# "sum"): 2**19 logits per tile: 10 MiB of compiled temporaries, 1.42x the naive loss's time;
-# 2**20: 10 MiB, 1.32x; 2**21: 41 MiB, 1.26x; 2**22: 103 MiB (the naive loss: 500 MiB).
-DEFAULT_CHUNK = 2**20
+# Logits per tile of the four-product path by default. Measured (N=2048, D=512, V=32000, float32,
+# jit(value_and_grad), time / the naive loss's, compiled temporaries; the naive loss: 500 MiB):
+# "sum" 2**19 1.42x, 10 MiB; 2**20 1.32x, 10 MiB; 2**21 1.26x, 41 MiB; 2**22 103 MiB. "none",
+# interleaved in one run: 2**20 1.29x, 2**21 1.26x.
+DEFAULT_CHUNK = 2**21
 
 
 def plan(n_rows: int, n_classes: int, chunk_size: int | None) -> tuple[int, int]:
