@@ -268,6 +268,41 @@ def assert_close(actual, expected, dtype_name: str, *, log_scale: bool = False, 
     return err
 
 
+def _class_rows(a, axis):
+    """``a`` with the class axis last, one row per example."""
+    return np.moveaxis(a, axis, -1).reshape(-1, a.shape[axis])
+
+
+def _loss_rows(z, target, axis, where, class_weight):
+    """The losses' per-example rows: (classes taking part, class weights, targets, whether they
+    are indices), the targets one index or one row of probabilities per example."""
+    live = _class_rows(np.ones(z.shape, bool) if where is None else np.broadcast_to(np.asarray(where), z.shape), axis)
+    n = z.shape[axis]
+    w = np.ones(n, np.longdouble) if class_weight is None else np.asarray(class_weight, np.longdouble)
+    target = np.asarray(target)
+    index = target.dtype.kind in "iu"
+    targets = target.reshape(-1) if index else _class_rows(target, axis).astype(np.longdouble)
+    return live, w, targets, index
+
+
+def _target_row(t, index, n):
+    """An example's target probabilities: one-hot for an index."""
+    q = np.zeros(n, np.longdouble)
+    if index:
+        q[t] = 1
+    else:
+        q[:] = t
+    return q
+
+
+def _smoothed(q, mask, eps):
+    """``(1 - eps) q + eps / n`` over the ``n`` classes taking part (``mask``)."""
+    q = (1 - eps) * q
+    if mask.any():
+        q[mask] += eps / mask.sum()
+    return q
+
+
 def cross_entropy(z, target, axis=-1, where=None, class_weight=None, label_smoothing=0.0, ignore_index=None, reduction="none"):
     """The cross-entropy by the table, in long double, example by example: ``sum_c w_c q'_c
     (-log_softmax(z)_c)`` over the classes taking part, with ``q`` the target's probabilities
@@ -280,16 +315,8 @@ def cross_entropy(z, target, axis=-1, where=None, class_weight=None, label_smoot
     z = np.asarray(z)
     axis = axis % z.ndim
     n = z.shape[axis]
-    log_p = np.moveaxis(log_softmax(z, (axis,), where), axis, -1).reshape(-1, n)
-    live = np.ones(z.shape, bool) if where is None else np.broadcast_to(np.asarray(where), z.shape)
-    live = np.moveaxis(live, axis, -1).reshape(-1, n)
-    w = np.ones(n, np.longdouble) if class_weight is None else np.asarray(class_weight, np.longdouble)
-    target = np.asarray(target)
-    index = target.dtype.kind in "iu"
-    if index:
-        targets = target.reshape(-1)
-    else:
-        targets = np.moveaxis(target, axis, -1).reshape(-1, n).astype(np.longdouble)
+    log_p = _class_rows(log_softmax(z, (axis,), where), axis)
+    live, w, targets, index = _loss_rows(z, target, axis, where, class_weight)
     eps = np.longdouble(label_smoothing)
     losses: list[Any] = []
     shares: list[Any] = []
@@ -302,15 +329,9 @@ def cross_entropy(z, target, axis=-1, where=None, class_weight=None, label_smoot
             losses.append(math.nan)
             shares.append(w[0])
             continue
-        q = np.zeros(n, np.longdouble)
-        if index:
-            q[t] = 1
-        else:
-            q[:] = t
+        q = _target_row(t, index, n)
         stray = bool(np.any(q[~mask] != 0))
-        q = (1 - eps) * q
-        if mask.any():
-            q[mask] += eps / mask.sum()
+        q = _smoothed(q, mask, eps)
         shares.append(w[t] if index else 1)
         if np.any(np.isnan(row[mask])):
             losses.append(math.nan)
@@ -335,27 +356,15 @@ def cross_entropy_gradient(z, target, axis=-1, where=None, class_weight=None, la
     z = np.asarray(z)
     axis = axis % z.ndim
     n = z.shape[axis]
-    p = np.moveaxis(softmax(z, (axis,), where), axis, -1).reshape(-1, n)
-    live = np.ones(z.shape, bool) if where is None else np.broadcast_to(np.asarray(where), z.shape)
-    live = np.moveaxis(live, axis, -1).reshape(-1, n)
-    w = np.ones(n, np.longdouble) if class_weight is None else np.asarray(class_weight, np.longdouble)
-    target = np.asarray(target)
-    index = target.dtype.kind in "iu"
-    targets = target.reshape(-1) if index else np.moveaxis(target, axis, -1).reshape(-1, n).astype(np.longdouble)
+    p = _class_rows(softmax(z, (axis,), where), axis)
+    live, w, targets, index = _loss_rows(z, target, axis, where, class_weight)
     weights = np.ones(len(p), np.longdouble) if g is None else np.asarray(g, np.longdouble).reshape(-1)
     eps = np.longdouble(label_smoothing)
     out = np.zeros_like(p)
     for i, (row, mask, t, gi) in enumerate(zip(p, live, targets, weights)):
         if index and ((ignore_index is not None and t == ignore_index) or not 0 <= t < n):
             continue
-        q = np.zeros(n, np.longdouble)
-        if index:
-            q[t] = 1
-        else:
-            q[:] = t
-        q = (1 - eps) * q
-        if mask.any():
-            q[mask] += eps / mask.sum()
+        q = _smoothed(_target_row(t, index, n), mask, eps)
         a = w * q
         out[i] = gi * (a.sum() * row - a)
     moved = out.reshape(np.moveaxis(np.empty(z.shape), axis, -1).shape)
