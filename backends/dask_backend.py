@@ -174,19 +174,7 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x.compute())
 
 
-def linear_cross_entropy(
-    h: Any,
-    weight: Any,
-    target: Any,
-    bias: Any,
-    where: Any,
-    class_weight: Any,
-    eps: float,
-    ignore_index: Any,
-    reduction: str,
-    chunk_size: Any,
-    compute: Any,
-) -> Any:
+def linear_cross_entropy(h: Any, weight: Any, target: Any, o: linear.Options) -> Any:
     """Lazy: each block of rows of ``h`` (its features in one block) against the whole of
     ``weight`` (NumPy or Dask) by the reference on the block's own arrays, tile by tile; the
     losses then reduced as dask arrays."""
@@ -196,7 +184,7 @@ def linear_cross_entropy(
     n_rows = math.prod(lead)
     h2 = h.reshape(n_rows, n_features).rechunk({1: -1})
     y = target.reshape(n_rows).rechunk((h2.chunks[0],))
-    whole = [None if a is None else da.asarray(a).rechunk(-1) for a in (weight, bias, where, class_weight)]
+    whole = [None if a is None else da.asarray(a).rechunk(-1) for a in (weight, o.bias, o.where, o.class_weight)]
     args = [h2, "ij", y, "i", whole[0], "kj"]
     for a in whole[1:]:
         args += [a, None if a is None else "k"]
@@ -206,16 +194,16 @@ def linear_cross_entropy(
         *args,
         new_axes={"c": 2},
         concatenate=True,
-        dtype=compute,
-        meta=np.empty((0, 0), dtype=compute),
-        eps=eps,
-        ignore_index=ignore_index,
-        chunk_size=chunk_size,
-        compute=compute,
+        dtype=o.compute,
+        meta=np.empty((0, 0), dtype=o.compute),
+        eps=o.label_smoothing,
+        ignore_index=o.ignore_index,
+        chunk_size=o.chunk_size,
+        compute=o.compute,
     )
     shape = (*lead, 1)
     per_example, share = parts[:, 0].reshape(shape), parts[:, 1].reshape(shape)
-    return loss.reduce_losses(_namespace(), per_example, share, len(lead), reduction)
+    return loss.reduce_losses(_namespace(), per_example, share, len(lead), o.reduction)
 
 
 @reference.quiet

@@ -346,24 +346,12 @@ def _no_cotangent(a: Any) -> Any:
     return np.zeros(a.shape, dtype=jax.dtypes.float0)
 
 
-def linear_cross_entropy(
-    h: Any,
-    weight: Any,
-    target: Any,
-    bias: Any,
-    where: Any,
-    class_weight: Any,
-    eps: float,
-    ignore_index: Any,
-    reduction: str,
-    chunk_size: Any,
-    compute: Any,
-) -> Any:
+def linear_cross_entropy(h: Any, weight: Any, target: Any, o: linear.Options) -> Any:
     lead = tuple(h.shape[:-1])
     n_rows, n_classes = math.prod(lead), weight.shape[0]
-    rows, cols = plan(n_rows, n_classes, chunk_size)
-    one_pass = None if reduction == "none" else one_pass_plan(n_rows, n_classes, h.shape[-1], chunk_size)
-    s = _Static(n_classes, rows, cols, eps, ignore_index, reduction, compute, one_pass)
+    rows, cols = plan(n_rows, n_classes, o.chunk_size)
+    one_pass = None if o.reduction == "none" else one_pass_plan(n_rows, n_classes, h.shape[-1], o.chunk_size)
+    s = _Static(n_classes, rows, cols, o.label_smoothing, o.ignore_index, o.reduction, o.compute, one_pass)
     y = target.reshape(n_rows, 1)
-    result = _linear()(s, h.reshape(n_rows, h.shape[-1]), weight, bias, y, where, class_weight)
-    return result.reshape(lead) if reduction == "none" else result
+    result = _linear()(s, h.reshape(n_rows, h.shape[-1]), weight, o.bias, y, o.where, o.class_weight)
+    return result.reshape(lead) if o.reduction == "none" else result

@@ -43,31 +43,18 @@ def cross_entropy(
 
 
 @reference.quiet
-def linear_cross_entropy(
-    h: np.ndarray,
-    weight: np.ndarray,
-    target: np.ndarray,
-    bias: Any,
-    where: Any,
-    class_weight: Any,
-    eps: float,
-    ignore_index: Any,
-    reduction: str,
-    chunk_size: Any,
-    compute: Any,
-) -> np.ndarray:
+def linear_cross_entropy(h: np.ndarray, weight: np.ndarray, target: np.ndarray, o: linear.Options) -> np.ndarray:
     lead, n_features = h.shape[:-1], h.shape[-1]
     n_rows, n_classes = int(np.prod(lead)), weight.shape[0]
-    rows, cols = linear.plan(n_rows, n_classes, chunk_size or DEFAULT_CHUNK)
+    rows, cols = linear.plan(n_rows, n_classes, o.chunk_size or DEFAULT_CHUNK)
+    compute, where, eps, ignore_index = o.compute, o.where, o.label_smoothing, o.ignore_index
     if cols < n_classes or fused.kernels() is None or np.dtype(compute).char not in "fd":
-        return linear.linear_cross_entropy(
-            h, weight, target, bias, where, class_weight, eps, ignore_index, reduction, chunk_size, compute, xp=np
-        )
+        return linear.linear_cross_entropy(h, weight, target, o, xp=np)
     h2 = h.reshape(n_rows, n_features)
     y = target.reshape(n_rows)
     w_t = np.asarray(weight, dtype=compute).T  # a transposed view (a copy for float16 and bfloat16 only)
-    bias = None if bias is None else np.asarray(bias, dtype=compute)
-    class_weight = None if class_weight is None else np.asarray(class_weight, dtype=compute)
+    bias = None if o.bias is None else np.asarray(o.bias, dtype=compute)
+    class_weight = None if o.class_weight is None else np.asarray(o.class_weight, dtype=compute)
     masked = None if where is None else ~where
     buffer, log_buffer = np.empty((rows, n_classes), dtype=compute), np.empty((rows, n_classes), dtype=compute)
     losses, shares = np.empty((n_rows, 1), dtype=compute), np.empty((n_rows, 1), dtype=compute)
@@ -84,4 +71,4 @@ def linear_cross_entropy(
             log_p = reference.log_softmax(z, (1,), where, xp=np)
         losses[r0:r1], shares[r0:r1] = loss.from_log_softmax(np, log_p, y[r0:r1], 1, where, class_weight, eps, ignore_index)
     shape = (*lead, 1)
-    return loss.reduce_losses(np, losses.reshape(shape), shares.reshape(shape), len(lead), reduction)
+    return loss.reduce_losses(np, losses.reshape(shape), shares.reshape(shape), len(lead), o.reduction)

@@ -46,33 +46,21 @@ def cross_entropy(
     return loss.reduce_losses(xp, per_example, share, axis, reduction)
 
 
-def linear_cross_entropy(
-    h: Any,
-    weight: Any,
-    target: Any,
-    bias: Any,
-    where: Any,
-    class_weight: Any,
-    eps: float,
-    ignore_index: Any,
-    reduction: str,
-    chunk_size: Any,
-    compute: Any,
-) -> Any:
+def linear_cross_entropy(h: Any, weight: Any, target: Any, o: linear.Options) -> Any:
     import torch
 
-    if class_weight is not None and class_weight.requires_grad and torch.is_grad_enabled():
+    if o.class_weight is not None and o.class_weight.requires_grad and torch.is_grad_enabled():
         raise TypeError("linear_cross_entropy: class_weight takes no gradient here; pass class_weight.detach()")
     lead = tuple(h.shape[:-1])
     n_rows, n_classes = math.prod(lead), weight.shape[0]
     h2 = h.reshape(n_rows, h.shape[-1])
     y = target.reshape(n_rows, 1)
-    rows, cols = linear.plan(n_rows, n_classes, chunk_size)
-    options = (where, class_weight, eps, ignore_index, rows, cols, compute, chunk_size)
-    if reduction == "none":
-        per_example = _functions()["linear_none"].apply(h2, weight, bias, y, *options)
+    rows, cols = linear.plan(n_rows, n_classes, o.chunk_size)
+    options = (o.where, o.class_weight, o.label_smoothing, o.ignore_index, rows, cols, o.compute, o.chunk_size)
+    if o.reduction == "none":
+        per_example = _functions()["linear_none"].apply(h2, weight, o.bias, y, *options)
         return per_example.reshape(lead).to(h.dtype)
-    total = _functions()["linear_reduced"].apply(h2, weight, bias, y, reduction, *options)
+    total = _functions()["linear_reduced"].apply(h2, weight, o.bias, y, o.reduction, *options)
     return total.to(h.dtype)
 
 

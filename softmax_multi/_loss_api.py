@@ -195,8 +195,9 @@ def linear_cross_entropy(
             raise ValueError(f"{func}: chunk_size must be a positive int (logits held at once), got {chunk_size!r}")
         chunk_size = int(chunk_size)
     impl = spec.linear_cross_entropy or functools.partial(linear.linear_cross_entropy, xp=xp, accurate_sums=spec.accurate_sums)
+    options = linear.Options(bias, where, class_weight, eps, ignore_index, reduction, chunk_size, compute)
     try:
-        y = impl(h, weight, target, bias, where, class_weight, eps, ignore_index, reduction, chunk_size, compute)
+        y = impl(h, weight, target, options)
     except Exception as err:
         _blame(err, spec, func)
         raise

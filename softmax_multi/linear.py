@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_CHUNK",
     "Chunk",
     "Classes",
+    "Options",
     "block_grads",
     "block_loss",
     "block_stats",
@@ -48,6 +49,27 @@ Array = Any
 # V=32000, float32, 2 threads, forward and backward, "sum"): 2**20 took 6.9 s and 158 MiB above
 # the inputs, 2**22 4.6 s and 194 MiB, 2**23 5.3 s and 274 MiB (the naive loss: 6.4 s, 1530 MiB).
 DEFAULT_CHUNK = 2**22
+
+
+class Options(NamedTuple):
+    """A linear loss's arguments besides ``h``, ``weight`` and ``target``, as checked by
+    :func:`softmax_multi.linear_cross_entropy`: what a backend's ``linear_cross_entropy(h, weight,
+    target, options)`` receives."""
+
+    bias: Array | None
+    """(V,), of h's library and result dtype, or None."""
+    where: Array | None
+    """(V,) bool, or None."""
+    class_weight: Array | None
+    """(V,), or None."""
+    label_smoothing: float
+    ignore_index: int | None
+    reduction: str
+    """"none", "sum" or "mean"."""
+    chunk_size: int | None
+    """Logits per tile at most (None: the backend's default)."""
+    compute: Any
+    """The dtype the tiles are computed in (float32 for float16 and bfloat16)."""
 
 
 class Classes(NamedTuple):
@@ -105,48 +127,37 @@ def plan(n_rows: int, n_classes: int, chunk_size: int | None) -> tuple[int, int]
 
 @quiet
 def linear_cross_entropy(
-    h: Array,
-    weight: Array,
-    target: Array,
-    bias: Array | None,
-    where: Array | None,
-    class_weight: Array | None,
-    label_smoothing: float,
-    ignore_index: int | None,
-    reduction: str,
-    chunk_size: int | None,
-    compute: Any,
-    *,
-    xp: Any = None,
-    accurate_sums: bool = True,
+    h: Array, weight: Array, target: Array, o: Options, *, xp: Any = None, accurate_sums: bool = True
 ) -> Array:
     """The loss, forward only, tile by tile (arguments checked by
-    :func:`softmax_multi.linear_cross_entropy`; ``compute`` the dtype the tiles are computed in).
+    :func:`softmax_multi.linear_cross_entropy`).
 
     Examples
     --------
     >>> import numpy as np
     >>> h, w = np.eye(2), np.array([[2.0, 0.0], [0.0, 0.0], [-1.0, 0.0]])
-    >>> linear_cross_entropy(h, w, np.array([0, 2]), None, None, None, 0.0, None, "none", None, np.float64).round(4)
+    >>> o = Options(None, None, None, 0.0, None, "none", None, np.float64)
+    >>> linear_cross_entropy(h, w, np.array([0, 2]), o).round(4)
     array([0.1698, 1.0986])
     """
     xp = xp or array_namespace(h)
     lead, n_features = tuple(h.shape[:-1]), h.shape[-1]
     n_rows, n_classes = math.prod(lead), weight.shape[0]
-    cl = classes(xp, n_classes, where, class_weight, bias, compute)
+    cl = classes(xp, n_classes, o.where, o.class_weight, o.bias, o.compute)
     loss, share = row_terms(
         xp,
         xp.reshape(h, (n_rows, n_features)),
         weight,
         xp.reshape(target, (n_rows, 1)),
         cl,
-        float(label_smoothing),
-        ignore_index,
-        chunk_size,
-        compute,
+        float(o.label_smoothing),
+        o.ignore_index,
+        o.chunk_size,
+        o.compute,
         accurate_sums,
     )
-    return reduce_losses(xp, xp.reshape(loss, (*lead, 1)), xp.reshape(share, (*lead, 1)), len(lead), reduction, accurate_sums)
+    shape = (*lead, 1)
+    return reduce_losses(xp, xp.reshape(loss, shape), xp.reshape(share, shape), len(lead), o.reduction, accurate_sums)
 
 
 def row_terms(

@@ -138,8 +138,8 @@ class BackendSpec:
         reduction)`` with checked arguments (``z`` and probability targets in the compute dtype);
         the reference's (:mod:`softmax_multi.loss`) otherwise.
     linear_cross_entropy
-        ``linear_cross_entropy(h, weight, target, bias, where, class_weight, label_smoothing,
-        ignore_index, reduction, chunk_size, compute)``; the reference's
+        ``linear_cross_entropy(h, weight, target, options)`` with checked arguments, the others
+        in ``options`` (:class:`softmax_multi.linear.Options`); the reference's
         (:mod:`softmax_multi.linear`, forward only) otherwise.
     accepts_weight
         ``accepts_weight(w)``: True for a ``weight`` (or ``bias``) of another library that

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from softmax_multi import BackendSpec, reference
+from softmax_multi import BackendSpec, linear, reference
 from softmax_multi.backends import numpy_backend
 
 __version__ = "1.0"
@@ -49,6 +49,13 @@ def _data(a):
     return None if a is None else a.data
 
 
+def _plain(a, cls):
+    """An argument as NumPy's loss takes it: the data of a fake array, also inside the options."""
+    if isinstance(a, linear.Options):
+        return a._replace(**{k: v.data for k, v in a._asdict().items() if isinstance(v, cls)})
+    return a.data if isinstance(a, cls) else a
+
+
 def spec_for(cls: type, name: str, **changes) -> BackendSpec:
     """The plugin of arrays of ``cls``, under ``name``; ``changes`` replace its fields."""
     namespace = namespace_of(cls)
@@ -68,7 +75,7 @@ def spec_for(cls: type, name: str, **changes) -> BackendSpec:
     def loss(func):
         def run(*args):
             calls.append(func)
-            plain = getattr(numpy_backend.spec, func)(*(a.data if isinstance(a, cls) else a for a in args))
+            plain = getattr(numpy_backend.spec, func)(*(_plain(a, cls) for a in args))
             return cls(plain)
 
         return run
