@@ -87,13 +87,17 @@ def cross_entropy(
 DEFAULT_CHUNK = 2**21
 
 
+def _near_divisor(n: int, at_most: int) -> int:
+    """The largest divisor of ``n`` in (at_most / 2, at_most], else ``at_most``."""
+    return next((c for c in range(at_most, at_most // 2, -1) if n % c == 0), at_most)
+
+
 def plan(n_rows: int, n_classes: int, chunk_size: int | None) -> tuple[int, int]:
     """:func:`softmax_multi.linear.column_plan`, with a chunk length that divides the classes where
     one is near, so that the scan's stacked dW is the result itself (a concatenation's copy, XLA
     keeps as a temporary of dW's size)."""
     rows, cols = linear.column_plan(n_rows, n_classes, chunk_size, DEFAULT_CHUNK)
-    divisor = next((c for c in range(cols, cols // 2, -1) if n_classes % c == 0), None)
-    return rows, divisor or cols
+    return rows, _near_divisor(n_classes, cols)
 
 
 # Logits per tile of the one-pass gradients of "sum" and "mean" (whole rows of classes per tile),
@@ -108,11 +112,6 @@ ONE_PASS_MIN_ROWS = 128
 # (adding a whole row block's product into dW kept one dW in the temporaries): this many entries
 # of dW per update.
 UPDATE_ENTRIES = 2**19
-
-
-def _near_divisor(n: int, at_most: int) -> int:
-    """The largest divisor of ``n`` in (at_most / 2, at_most], else ``at_most``."""
-    return next((c for c in range(at_most, at_most // 2, -1) if n % c == 0), at_most)
 
 
 def one_pass_plan(n_rows: int, n_classes: int, n_features: int, chunk_size: int | None) -> tuple[int, int] | None:

@@ -95,8 +95,9 @@ class _Problem:
         # two tiles' memory for the whole call (the logits, their maxima), rewritten block after
         # block: fresh tiles freed and made again grew the process by hundreds of MiB (glibc keeps
         # them; the small tensors kept between blocks split a freed tile, so that the next did not
-        # fit: fresh 4 MiB boolean tiles made a forward of "none" end 41-192 MiB above its start)
-        # (flat, and large enough for the tiles of the "none" backward too: they reuse it)
+        # fit: fresh 4 MiB boolean tiles made a forward of "none" end 41-192 MiB above its start).
+        # The logits' buffer is flat and large enough for the tiles of the "none" backward too,
+        # which reuse it.
         size = max(rows * n_classes, math.prod(linear.column_plan(h.shape[0], n_classes, chunk_size)))
         self.buffer: Any = torch.empty(size, dtype=compute) if self.whole_rows else None
         self.top: Any = torch.empty((rows, n_classes), dtype=compute) if self.whole_rows else None
