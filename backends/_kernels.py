@@ -713,3 +713,39 @@ def weighted_rows(x, b, value, sign, state, step, return_sign):
             m, k, t, nan = weighted_stats(x[i], b[i], scratch)
             value[i], sign[i] = weighted_finish(m, k, t, nan, False, return_sign)
         fetch_add(state, DONE, r1 - r0)
+
+
+# --- the statistics of each row, for a loss: (m, k, t) and the weighted distance to the max -----
+
+
+@numba.njit(fastmath=_SUM, **_JIT)
+def _gaps(xs, ws, m):
+    """The float64 sum of w (m - x) over the entries whose weight w is not NaN (m: 0 if not finite)."""
+    wide_vectors()
+    u = 0.0
+    for j in range(xs.shape[0]):
+        w = ws[j]
+        u += 0.0 if math.isnan(w) else w * (m - np.float64(xs[j]))
+    return u
+
+
+@numba.njit(**_JIT)
+def row_stats(x, ws, out, state, step):
+    """For each row i of the 2-D x: out[:, i] = (m, k, t, u), the statistics of
+    :func:`block_stats` merged over the row and, where ``ws`` (float64, a weight per column, NaN
+    for a column that takes no part) is not empty, u = sum of ws (m - x) over the columns taking
+    part (m taken as 0 where it is not finite), as :func:`softmax_multi.loss.index_stats` defines
+    them; else u = 0."""
+    n = x.shape[1]
+    nb = max(1, min(-(-n // BLOCK), MAX_BLOCKS))
+    ms, ks, ts = np.empty(nb), np.empty(nb), np.empty(nb)
+    scratch = np.empty(BLOCK, x.dtype)
+    while True:
+        r0, r1 = _claim(state, CLAIMED, step, x.shape[0])
+        if r0 >= r1:
+            return
+        for i in range(r0, r1):
+            m, k, t, _ = slice_stats(x[i], x[i], ms, ks, ts, scratch, LOGSUMEXP)  # LOGSUMEXP writes nothing to ys
+            out[0, i], out[1, i], out[2, i] = m, k, t
+            out[3, i] = _gaps(x[i], ws, m if -np.inf < m < np.inf else 0.0) if ws.shape[0] else 0.0
+        fetch_add(state, DONE, r1 - r0)

@@ -41,6 +41,7 @@ __all__ = [
     "THREADS",
     "kernels",
     "ready",
+    "row_stats",
     "run",
     "wait_ready",
     "weighted",
@@ -160,6 +161,8 @@ def _warm(k: ModuleType) -> None:
             _long_row(k, func, np.zeros(12, dtype), np.empty(1 if func == k.LOGSUMEXP else 12, dtype), 1)
         x = np.zeros((2, 3), dtype)
         k.weighted_rows(x, x, np.empty(2, dtype), np.empty(2, dtype), np.zeros(k.STATE_SIZE, np.int64), 1, True)
+        for ws in (np.empty(0), np.zeros(3)):
+            k.row_stats(x, ws, np.empty((4, 2)), np.zeros(k.STATE_SIZE, np.int64), 1)
 
 
 def _forget_threads() -> None:
@@ -209,6 +212,22 @@ def run(
         np.copyto(out, y)
         return out
     return y
+
+
+def row_stats(x: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray | None:
+    """Each row's statistics for a loss, (4, rows) float64: ``(m, k, t, u)`` of the rows of the
+    2-D C-contiguous float32 or float64 ``x`` as :func:`softmax_multi.loss.index_stats` defines
+    them, ``u`` from ``weights`` (float64, one per column, NaN for a column that takes no part;
+    None: u = 0). None, with nothing computed, while the kernels are not loaded."""
+    k = kernels()
+    if k is None:
+        return None
+    out = np.empty((4, x.shape[0]))
+    ws = np.empty(0) if weights is None else weights
+    threads = THREADS if x.size >= PARALLEL_MIN_SIZE else 1
+    step = max(1, CHUNK // max(x.shape[1], 1))
+    _share(threads, lambda state, _: k.row_stats(x, ws, out, state, step), x.shape[0])
+    return out
 
 
 def weighted(x: np.ndarray, b: np.ndarray, axes: tuple[int, ...], return_sign: bool) -> tuple[np.ndarray, np.ndarray] | None:

@@ -312,7 +312,43 @@ def test_dask_cross_entropy_is_lazy_across_class_blocks(rng):
     oracle.assert_close(lazy.compute(), oracle.cross_entropy(z_np, target, ignore_index=IGNORE), "float32", log_scale=True)
 
 
-@pytest.mark.parametrize("chunk_size", [None, 3, 40])  # the kernels' whole-row tiles, and class chunks (the reference)
+@pytest.mark.parametrize("chunk_size", [None, 40, 7])  # one tile; blocks of 3 rows; a row at a time in chunks of 7 and 6 classes
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_linear_loss_kernels_take_tiles_of_rows_and_classes(monkeypatch, rng, chunk_size, dtype):
+    """The kernels' per-row statistics of each tile, merged over the chunks of classes, against the
+    long-double oracle: masked classes (a chunk of them), class weights (one of them 0), smoothing,
+    ignored and out-of-range targets, a row of NaN."""
+    from softmax_multi.backends import fused
+
+    assert fused.wait_ready() is not None
+    tiles = []
+    row_stats = fused.row_stats
+    monkeypatch.setattr(fused, "row_stats", lambda z, w=None: tiles.append(z.shape) or row_stats(z, w))
+    n, v = 9, 13
+    h = (rng.standard_normal((n, 8)) * 0.7).astype(dtype)
+    h[4] = np.nan
+    weight = (rng.standard_normal((v, 8)) * 0.7).astype(dtype)
+    bias = rng.standard_normal(v).astype(dtype)
+    where = np.ones(v, bool)
+    where[[2, 7, 8, 9, 10, 11]] = False  # the second chunk of 7 holds one class taking part
+    cw = (rng.random(v) + 0.1).astype(dtype)
+    cw[5] = 0.0
+    y = rng.choice(np.flatnonzero(where), n)
+    y[1], y[6] = IGNORE, v  # ignored; outside [0, C): NaN
+    options = {"bias": bias, "where": where, "class_weight": cw, "label_smoothing": 0.2, "ignore_index": IGNORE}
+    got = smx.linear_cross_entropy(h, weight, y, chunk_size=chunk_size, **options)
+    assert tiles and all(r * c <= (chunk_size or linear.DEFAULT_CHUNK) for r, c in tiles), tiles
+    assert len(tiles) == {None: 1, 40: 3, 7: 2 * n}[chunk_size], tiles
+    z = h.astype(np.longdouble) @ weight.astype(np.longdouble).T + bias
+    expected = oracle.cross_entropy(z, y, -1, where, cw, 0.2, IGNORE)
+    assert np.isnan(got[[4, 6]]).all() and got[1] == 0
+    oracle.assert_close(got, expected, np.dtype(dtype).name, log_scale=True)
+    mean = smx.linear_cross_entropy(h[[0, 2, 3]], weight, y[[0, 2, 3]], chunk_size=chunk_size, reduction="mean", **options)
+    expected_mean = oracle.cross_entropy(z[[0, 2, 3]], y[[0, 2, 3]], -1, where, cw, 0.2, IGNORE, reduction="mean")
+    oracle.assert_close(mean, expected_mean, np.dtype(dtype).name, log_scale=True)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3, 40])  # one tile; a row at a time in chunks of 3; blocks of 2 rows
 def test_numpy_linear_loss_of_float16(rng, chunk_size):
     h = rng.standard_normal((10, 8)).astype(np.float16)
     weight = (rng.standard_normal((20, 8)) * 0.5).astype(np.float16)
