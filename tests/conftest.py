@@ -113,68 +113,52 @@ def plugin_path(tmp_path, monkeypatch):
             del sys.modules[name]
 
 
-# --- the third-party certifications, started in the background (tests/test_third_party.py) -----
+# --- long subprocess runs, started in the background when collection finishes ------------------
+#
+# A test module lists its long subprocess runs in ``BACKGROUND`` (a name and a function that,
+# given a fresh directory to run in, returns the command and its environment). They all start as
+# soon as collection finishes, so that they run beside the tests in this process (which use about
+# one core of the two CI has), and the tests that read them run last (pytest_collection_modifyitems
+# below), by when most are done. ``background(name, make)`` is the finished run.
 
-_CERTIFYING: dict = {}
-THIRD_PARTY_MAX_EXAMPLES = "20"  # Hypothesis examples per property: each example costs Cubed a computation
-
-
-def _readme_plugin() -> tuple[str, dict[str, str]]:
-    """The README's plugin example: its module source and its entry points, as written there."""
-    import re
-
-    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
-    section = readme[readme.index("### Register a backend") :]
-    toml = section[section.index("```toml\n") + 8 : section.index("```", section.index("```toml\n") + 8)]
-    module = section[section.index("```python\n") + 10 : section.index("```", section.index("```python\n") + 10)]
-    entry_points = dict(re.findall(r'^(\w+) = "([^"]+)"$', toml, flags=re.M))
-    return module, entry_points
+_RUNS: dict = {}
 
 
-def _start_certifying(root: pathlib.Path) -> None:
-    import subprocess
-    import sys
-
-    module, readme_entry_points = _readme_plugin()
-    (root / "ndonnx").mkdir()
-    write_distribution(root / "ndonnx", "smx-ndonnx", readme_entry_points, {"smx_ndonnx": module})
-    (root / "cubed").mkdir()
-    write_distribution(root / "cubed", "smx-cubed", {"cubed": "smx_cubed:spec"})
-    for name in ("ndonnx", "cubed"):
-        where = root / name
-        report = where / "report.json"
-        cmd = [
-            sys.executable,
-            "-m",
-            "softmax_multi.cli",
-            "conformance",
-            "--smx-backend",
-            name,
-            "--smx-max-examples",
-            THIRD_PARTY_MAX_EXAMPLES,
-            "--json",
-            str(report),
-        ]
-        out, err = open(where / "stdout", "w"), open(where / "stderr", "w")  # noqa: SIM115 (the background process writes them)
-        _CERTIFYING[name] = (subprocess.Popen(cmd, cwd=where, env=plugin_env(where), stdout=out, stderr=err), where, report)
-
-
-def pytest_collection_finish(session):
-    if any(item.path.name == "test_third_party.py" for item in session.items):
-        import tempfile
-
-        _start_certifying(pathlib.Path(tempfile.mkdtemp(prefix="smx-third-party-")))
-
-
-def third_party_certification(name: str):
-    """The finished certification run of ``name`` (ndonnx or cubed) and the path of its JSON report."""
+def _start(name: str, make) -> None:
     import subprocess
     import tempfile
 
-    if name not in _CERTIFYING:  # not started at collection (a test selected another way)
-        _start_certifying(pathlib.Path(tempfile.mkdtemp(prefix="smx-third-party-")))
-    proc, where, report = _CERTIFYING[name]
+    where = pathlib.Path(tempfile.mkdtemp(prefix=f"smx-{name}-"))
+    cmd, env = make(where)
+    out, err = open(where / "stdout", "w"), open(where / "stderr", "w")  # noqa: SIM115 (the background process writes them)
+    _RUNS[name] = (subprocess.Popen(cmd, cwd=where, env=env, stdout=out, stderr=err), where)
+
+
+def _background_runs(items) -> dict:
+    runs: dict = {}
+    for item in items:
+        runs.update(getattr(getattr(item, "module", None), "BACKGROUND", {}))
+    return runs
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The tests that wait on a background run go last, in their order."""
+    items.sort(key=lambda item: bool(getattr(getattr(item, "module", None), "BACKGROUND", None)))
+
+
+def pytest_collection_finish(session):
+    for name, make in _background_runs(session.items).items():
+        _start(name, make)
+
+
+def background(name: str, make):
+    """The finished background run ``name`` (started here if collection did not start it): a
+    CompletedProcess, and the directory it ran in."""
+    import subprocess
+
+    if name not in _RUNS:
+        _start(name, make)
+    proc, where = _RUNS[name]
     proc.wait(timeout=1800)
-    return subprocess.CompletedProcess(
-        proc.args, proc.returncode, (where / "stdout").read_text(), (where / "stderr").read_text()
-    ), report
+    run = subprocess.CompletedProcess(proc.args, proc.returncode, (where / "stdout").read_text(), (where / "stderr").read_text())
+    return run, where

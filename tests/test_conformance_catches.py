@@ -8,12 +8,13 @@ directory and certified the way its author would, from outside this checkout: al
 from __future__ import annotations
 
 import json
+import pathlib
 import subprocess
 import sys
 
 import pytest
 
-from .conftest import PLUGINS, plugin_env, write_distribution
+from .conftest import PLUGINS, background, plugin_env, write_distribution
 
 sys.path.insert(0, str(PLUGINS))
 from fake_flaws import FLAWS
@@ -25,10 +26,8 @@ for _module in ("fake_flaws", "fakearr"):  # in-process tests import them afresh
 CERTIFIED = ["fakearr", *(f"fake_{flaw}" for flaw in FLAWS), "fake_known", "numpy"]
 
 
-@pytest.fixture(scope="module")
-def certified(tmp_path_factory):
-    """One run certifying every fake plugin and NumPy: its exit code, output and JSON report."""
-    root = tmp_path_factory.mktemp("plugins")
+def _certify(root: pathlib.Path) -> tuple[list[str], dict[str, str]]:
+    """One run certifying every fake plugin and NumPy, installed as a distribution in ``root``."""
     entry_points = {
         "fakearr": "fakearr:spec",
         "fake_known": "fake_flaws:spec_known",
@@ -50,7 +49,16 @@ def certified(tmp_path_factory):
     ]
     for name in CERTIFIED:
         cmd += ["--smx-backend", name]
-    run = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    return cmd, env
+
+
+BACKGROUND = {"fake-plugins": _certify}  # started when collection finishes (tests/conftest.py)
+
+
+@pytest.fixture(scope="module")
+def certified():
+    """The run certifying every fake plugin and NumPy: its exit code, output and JSON report."""
+    run, root = background("fake-plugins", _certify)
     return run, json.loads((root / "report.json").read_text())
 
 
