@@ -409,8 +409,8 @@ def test_cross_entropy_group_measures_every_framework_small():
     for framework, reductions in (("torch", ("sum", "none")), ("jax", ("sum", "none")), ("numpy", ("sum",))):
         for reduction in reductions:
             assert (framework, reduction, bench_loss.OURS) in seen and (framework, reduction, bench_loss.NAIVE) in seen
-    assert ("torch", "sum", bench_loss.TORCH_CHUNKED) in seen
+    assert ("torch", "sum", bench_loss.TORCH_CHUNKED) in seen and ("torch", "none", bench_loss.NAIVE_COMPILED) in seen
     assert all(r["seconds"] > 0 and r["error_eps"] <= 16 for r in results if r["method"] != bench_loss.TORCH_CHUNKED)
-    assert all(r["memory_mib"] is not None for r in results)
+    assert all((r["memory_mib"] is None) == (r["method"] == bench_loss.NAIVE_COMPILED) for r in results)
     _, rows, targets = bench_loss.loss_table(results)
     assert len(rows) == len(results) and len(targets) - 1 == len(bench_loss.LOSS_TARGETS)
