@@ -19,6 +19,7 @@ float32), and calls while the kernels load go to the reference.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -58,35 +59,40 @@ def linear_cross_entropy(h: np.ndarray, weight: np.ndarray, target: np.ndarray, 
     w = np.asarray(weight, dtype=compute)  # a copy for float16 and bfloat16 only
     eps = float(o.label_smoothing)
     cl = linear.classes(np, n_classes, o.where, o.class_weight, o.bias, compute)
-    w_live = np.ones(n_classes) if cl.weight is None else cl.weight.astype(np.float64)
-    if cl.live is not None:
-        w_live = np.where(cl.live, w_live, 0.0)
-    gap_weights = None if not eps else (w_live if cl.live is None else np.where(cl.live, w_live, np.nan))
-    masked = None if cl.live is None else ~cl.live
-    buffer = np.empty(rows * min(cols, n_classes), dtype=compute)
+    stats = functools.partial(_tile_stats, np.empty(rows * min(cols, n_classes), dtype=compute))
     losses, shares = np.empty((n_rows, 1), dtype=compute), np.empty((n_rows, 1), dtype=compute)
     for r0 in range(0, n_rows, rows):
         r1 = min(r0 + rows, n_rows)
-        hb = np.asarray(h2[r0:r1], dtype=compute)
         tg = loss.read_target(np, y[r0:r1], n_classes, o.ignore_index)
-        st, st_total, z_y = None, 0.0, np.zeros((r1 - r0, 1))
-        for c0 in range(0, n_classes, cols):
-            c1 = min(c0 + cols, n_classes)
-            z = buffer[: (r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
-            np.matmul(hb, w[c0:c1].T, out=z)
-            if cl.bias is not None:
-                z += cl.bias[c0:c1]
-            if masked is not None:
-                z[:, masked[c0:c1]] = -np.inf
-            stats = fused.row_stats(z, None if gap_weights is None else gap_weights[c0:c1])
-            assert stats is not None  # the kernels were loaded above, and stay
-            m, k, t, u = (a.reshape(-1, 1) for a in stats)
-            here = np.flatnonzero((tg.safe[:, 0] >= c0) & (tg.safe[:, 0] < c1))
-            z_y[here, 0] = z[here, tg.safe[here, 0] - c0]
-            chunk, total = loss.IndexStats(m, k, t, u, 0.0), np.sum(w_live[c0:c1])
-            st = chunk if st is None else loss.merge_index_stats(np, st, chunk, st_total, total)
-            st_total += total
-        assert st is not None  # n_classes > 0, checked by the caller
-        losses[r0:r1], shares[r0:r1] = linear.block_loss(np, st._replace(z_y=z_y), tg, cl, eps)
+        st, _ = linear.block_stats(np, np.asarray(h2[r0:r1], dtype=compute), tg, w, cl, eps, cols, compute, stats=stats)
+        losses[r0:r1], shares[r0:r1] = linear.block_loss(np, st, tg, cl, eps)
     shape = (*lead, 1)
     return loss.reduce_losses(np, losses.reshape(shape), shares.reshape(shape), len(lead), o.reduction)
+
+
+def _tile_stats(
+    buffer: np.ndarray, xp: Any, hb: np.ndarray, tg: loss.Target, ch: linear.Chunk, eps: float, compute: Any, accurate: bool
+) -> tuple[loss.IndexStats, Any, np.ndarray]:
+    """:func:`softmax_multi.linear.chunk_stats` by the kernels: the tile written into ``buffer``
+    by the matrix product, each row's statistics read by :func:`fused.row_stats` in float64, the
+    target's logit gathered."""
+    n = ch.weight.shape[0]
+    z = buffer[: hb.shape[0] * n].reshape(hb.shape[0], n)
+    np.matmul(hb, ch.weight.T, out=z)
+    if ch.bias is not None:
+        z += ch.bias
+    if ch.live is not None:
+        z[:, ~ch.live[0]] = -np.inf
+    w_live = None if ch.w_live is None else ch.w_live[0].astype(np.float64)
+    gaps = None
+    if eps:
+        gaps = np.ones(n) if w_live is None else w_live
+        gaps = gaps if ch.live is None else np.where(ch.live[0], gaps, np.nan)  # NaN: takes no part
+    stats = fused.row_stats(z, gaps)
+    assert stats is not None  # the kernels were loaded before the first tile, and stay
+    m, k, t, u = (a.reshape(-1, 1) for a in stats)
+    z_y = np.zeros_like(m)  # the target's logit where this chunk holds it (the chunks' sum is it)
+    here = np.flatnonzero((tg.safe[:, 0] >= ch.start) & (tg.safe[:, 0] < ch.start + n))
+    z_y[here, 0] = z[here, tg.safe[here, 0] - ch.start]
+    total = float(n) if w_live is None else np.sum(w_live)
+    return loss.IndexStats(m, k, t, u, z_y), total, z

@@ -13,7 +13,7 @@ row block's final statistics, for ``dh += G @ W_c``, ``dW_c += G.T @ h_b`` and `
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace
@@ -267,14 +267,24 @@ def chunk_grad(
 
 
 def block_stats(
-    xp: Any, hb: Array, tg: Target, weight: Array, cl: Classes, eps: float, cols: int, compute: Any, accurate: bool = True
+    xp: Any,
+    hb: Array,
+    tg: Target,
+    weight: Array,
+    cl: Classes,
+    eps: float,
+    cols: int,
+    compute: Any,
+    accurate: bool = True,
+    stats: Callable[..., tuple[IndexStats, Array, Array]] = chunk_stats,
 ) -> tuple[IndexStats, Array | None]:
     """A row block's statistics over every chunk of classes, and the tile itself when one chunk
-    held them all (a backward in the same pass needs no second matrix product)."""
+    held them all (a backward in the same pass needs no second matrix product). ``stats`` gives
+    a chunk's, as :func:`chunk_stats` does (a backend's kernels may)."""
     n_classes = weight.shape[0]
     st = total = z = None
     for c0 in range(0, n_classes, cols):
-        s, w_chunk, z = chunk_stats(xp, hb, tg, chunk(xp, weight, cl, c0, min(cols, n_classes - c0)), eps, compute, accurate)
+        s, w_chunk, z = stats(xp, hb, tg, chunk(xp, weight, cl, c0, min(cols, n_classes - c0)), eps, compute, accurate)
         if st is None:
             st, total = s, w_chunk
         else:
