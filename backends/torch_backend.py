@@ -95,14 +95,24 @@ def _corrected(y: Any, dim: int) -> Any:
 
 def _fusible(x: Any, out: Any) -> bool:
     """Can the fused kernels run on x's memory: a contiguous float32/float64 CPU tensor (and out),
-    nothing tracing it (torch.compile, functorch), and the kernels loaded?"""
+    and :func:`kernels_may_run`?"""
+    import torch
+
+    return (
+        x.dtype in (torch.float32, torch.float64)
+        and x.is_contiguous()
+        and (out is None or out.is_contiguous())
+        and kernels_may_run(x)
+    )
+
+
+def kernels_may_run(x: Any) -> bool:
+    """May the fused kernels compute from the CPU tensor ``x`` where torch need not see it: x on
+    the CPU, nothing tracing it (torch.compile, functorch), and the kernels loaded?"""
     import torch
 
     return (
         x.is_cpu
-        and x.dtype in (torch.float32, torch.float64)
-        and x.is_contiguous()
-        and (out is None or out.is_contiguous())
         and not torch.compiler.is_compiling()
         and not torch._C._functorch.is_functorch_wrapped_tensor(x)
         and fused.kernels() is not None

@@ -8,7 +8,10 @@ gradient); with ``"sum"`` and ``"mean"`` each tile's gradient goes into ``dh``, 
 ``db`` in the forward pass (three matrix products in all, as the naive loss), with ``"none"`` the
 forward keeps each row's statistics and the backward recomputes the tiles (four). Where a row of
 classes does not fit ``chunk_size`` the classes are chunked too, through
-:mod:`softmax_multi.linear`, and the backward recomputes.
+:mod:`softmax_multi.linear`, and the backward recomputes. On CPU tiles, outside torch.compile,
+the fused kernels read each tile once for its rows' statistics
+(:func:`softmax_multi.backends.fused.row_stats`), where torch's own operations would take six
+passes over it and a second tile.
 """
 
 from __future__ import annotations
@@ -55,8 +58,9 @@ def linear_cross_entropy(h: Any, weight: Any, target: Any, o: linear.Options) ->
     n_rows, n_classes = math.prod(lead), weight.shape[0]
     h2 = h.reshape(n_rows, h.shape[-1])
     y = target.reshape(n_rows, 1)
-    rows, cols = linear.plan(n_rows, n_classes, o.chunk_size)
-    options = (o.where, o.class_weight, o.label_smoothing, o.ignore_index, rows, cols, o.compute, o.chunk_size)
+    chunk_size = o.chunk_size or DEFAULT_CHUNK
+    rows, cols = linear.plan(n_rows, n_classes, chunk_size)
+    options = (o.where, o.class_weight, o.label_smoothing, o.ignore_index, rows, cols, o.compute, chunk_size)
     if o.reduction == "none":
         per_example = _functions()["linear_none"].apply(h2, weight, o.bias, y, *options)
         return per_example.reshape(lead).to(h.dtype)
@@ -64,9 +68,26 @@ def linear_cross_entropy(h: Any, weight: Any, target: Any, o: linear.Options) ->
     return total.to(h.dtype)
 
 
+# Logits per tile by default: 2**23 (32 MiB of float32; 262 rows of 32 000 classes, or every row
+# of 4096 by 2048 classes in the "none" backward). The products of a block of rows run nearer the
+# BLAS's peak with more rows: measured (N=4096, D=1024, V=32000, float32, 2 threads, interleaved,
+# medians of 6 runs), the three products alone took 3.91 s in blocks of 262 rows or of 393, and
+# 3.99 s in blocks of 131 (the naive loss compiled: 3.59-3.98 s in the same runs). Where the fused
+# kernels read the tiles there is no second tile (``top``): 2**23 holds 32 MiB beside the
+# gradients' 141 MiB there.
+DEFAULT_CHUNK = 2**23
+
+# Rows of a tile's logits computed by one product at most, in parts of equal rows. MKL (this CPU,
+# 2 threads, 1024 features by 32 000 classes) took a temporary of the product's size for 128 rows
+# or fewer, none for 129 to 170 rows and 30 MiB from about 190 rows on (measured: the peak above
+# the tile); blocks of 262 rows are two products of 131 rows, as fast as one of 262.
+PRODUCT_ROWS = 170
+
+
 class _Problem:
     """One linear loss's fixed data: the classes (in the compute dtype), the weight matrix as the
-    tiles are computed from, and the row blocks."""
+    tiles are computed from, the row blocks, and whether the fused kernels read the tiles
+    (:func:`_kernels_read`)."""
 
     def __init__(
         self,
@@ -92,6 +113,7 @@ class _Problem:
         n_classes = weight.shape[0]
         self.cl = linear.classes(xp, n_classes, where, class_weight, None if bias is None else bias.detach(), compute)
         self.whole_rows = cols >= n_classes
+        self.kernels = self.whole_rows and _kernels_read(h, weight, compute)
         # two tiles' memory for the whole call (the logits, their maxima), rewritten block after
         # block: fresh tiles freed and made again grew the process by hundreds of MiB (glibc keeps
         # them; the small tensors kept between blocks split a freed tile, so that the next did not
@@ -99,13 +121,17 @@ class _Problem:
         # The logits' buffer is flat and large enough for the tiles of the "none" backward too,
         # which reuse it.
         size = max(rows * n_classes, math.prod(linear.column_plan(h.shape[0], n_classes, chunk_size)))
-        self.buffer: Any = torch.empty(size, dtype=compute) if self.whole_rows else None
-        self.top: Any = torch.empty((rows, n_classes), dtype=compute) if self.whole_rows else None
+        self.buffer: Any = torch.empty(size, dtype=compute, device=h.device) if self.whole_rows else None
+        top = self.whole_rows and not self.kernels
+        self.top: Any = torch.empty((rows, n_classes), dtype=compute, device=h.device) if top else None
         self.chunk_size = chunk_size
-        self.row_weights = None
+        self.row_weights = self.gaps = None
         if eps:
             w = self.cl.weight if self.cl.weight is not None else self.weight.new_ones(n_classes)
             self.row_weights = w if self.cl.live is None else w.masked_fill(~self.cl.live, 0.0)
+            if self.kernels:  # the kernels' weights: float64, NaN where a class takes no part
+                gaps = w.to(torch.float64)
+                self.gaps = (gaps if self.cl.live is None else gaps.masked_fill(~self.cl.live, math.nan)).numpy()
 
     def blocks(self) -> Any:
         for r0 in range(0, self.h.shape[0], self.rows):
@@ -118,17 +144,28 @@ class _Problem:
         import torch
 
         out = self.buffer[: hb.shape[0] * self.weight.shape[0]].view(hb.shape[0], -1)
-        if self.cl.bias is None:
-            return torch.mm(hb, self.weight.t(), out=out)
-        return torch.addmm(self.cl.bias, hb, self.weight.t(), out=out)
+        step = -(-hb.shape[0] // -(-hb.shape[0] // PRODUCT_ROWS))  # parts of equal rows
+        for r0 in range(0, hb.shape[0], step):
+            part, rows = out[r0 : r0 + step], hb[r0 : r0 + step]
+            if self.cl.bias is None:
+                torch.mm(rows, self.weight.t(), out=part)
+            else:
+                torch.addmm(self.cl.bias, rows, self.weight.t(), out=part)
+        return out
 
-    def stats(self, hb: Any, tg: Any) -> tuple[Any, Any]:
-        """The row block's statistics and, for whole rows, the tile rewritten to ``exp(z - m)``."""
+    def stats(self, hb: Any, tg: Any, exp: bool = True) -> tuple[Any, Any]:
+        """The row block's statistics and, for whole rows, the tile rewritten to ``exp(z - m)``
+        (where ``exp``; else it may be left as it is)."""
         if not self.whole_rows:
             st, _ = linear.block_stats(self.xp, hb, tg, self.weight, self.cl, self.eps, self.cols, self.compute)
             return st, None
         z = self.tile(hb)
-        return _stats_in_place(z, tg, self.cl.live, self.row_weights, self.top[: hb.shape[0]]), z
+        if not self.kernels:
+            return _stats_in_place(z, tg, self.cl.live, self.row_weights, self.top[: hb.shape[0]]), z
+        st = _stats_by_kernels(z, tg, self.cl.live, self.gaps)
+        if exp:
+            _exp_in_place(z, st, None)  # the masked classes are -inf already
+        return st, z
 
     def grads(self, hb: Any, tg: Any, st: Any, scale: Any, e: Any, dh: Any, d_weight: Any, d_bias: Any, r0: int, r1: int) -> None:
         """Add the row block's gradients, scaled per row by ``scale``, into dh, dW and db; ``e``
@@ -149,9 +186,38 @@ class _Problem:
             _exp_in_place(e, st, self.cl.live)
         _grad_in_place(e, st, tg, self.cl, self.row_weights, self.eps, scale)
         torch.mm(e, self.weight, out=dh[r0:r1])
-        d_weight.addmm_(e.t(), hb)
+        if r0 == 0:  # whole rows: dh and dW are written by the first block, not cleared before it
+            torch.mm(e.t(), hb, out=d_weight)
+        else:
+            d_weight.addmm_(e.t(), hb)
         if d_bias is not None:
             d_bias += e.sum(0)
+
+
+def _kernels_read(h: Any, weight: Any, compute: Any) -> bool:
+    """Can the fused kernels read the tiles: CPU tiles of float32 or float64, nothing tracing the
+    call (torch.compile), and the kernels loaded (:func:`torch_backend.kernels_may_run`)."""
+    import torch
+
+    from softmax_multi.backends import torch_backend
+
+    return compute in (torch.float32, torch.float64) and weight.is_cpu and torch_backend.kernels_may_run(h)
+
+
+def _stats_by_kernels(z: Any, tg: Any, live: Any, gaps: Any) -> Any:
+    """The statistics of whole rows of logits ``z`` (masked classes set to -inf in it, nothing else
+    rewritten), read by :func:`softmax_multi.backends.fused.row_stats` in one pass, in float64, and
+    rounded to z's dtype; ``gaps`` as that function's weights (None: no smoothing)."""
+    import torch
+
+    from softmax_multi.backends import fused
+
+    if live is not None:
+        z.masked_fill_(~live, -math.inf)
+    stats = fused.row_stats(z.numpy(), gaps)
+    assert stats is not None  # loaded when the call began (_kernels_read), and they stay
+    m, k, t, u = (torch.from_numpy(a).to(z.dtype).unsqueeze(1) for a in stats)
+    return loss.IndexStats(m, k, t, u, z.gather(1, tg.safe))
 
 
 def _stats_in_place(z: Any, tg: Any, live: Any, row_weights: Any, top: Any) -> Any:
@@ -223,11 +289,11 @@ def _column_backward(p: _Problem, st: Any, g: Any) -> tuple[Any, Any, Any]:
     one_block = rows >= n_rows
     # the forward's tile buffer, made for these tiles too, where the forward took whole rows; a
     # fresh one beside it took the process 20 MiB higher
-    buffer = p.buffer if p.buffer is not None else torch.empty(rows * cols, dtype=p.compute)
+    buffer = p.buffer if p.buffer is not None else torch.empty(rows * cols, dtype=p.compute, device=h.device)
     p.buffer = None
-    dh = torch.zeros(h.shape, dtype=p.compute)
-    d_weight = (torch.empty if one_block else torch.zeros)(weight.shape, dtype=p.compute)
-    d_bias = torch.zeros(n_classes, dtype=p.compute) if cl.bias is not None else None
+    dh = torch.zeros(h.shape, dtype=p.compute, device=h.device)
+    d_weight = (torch.empty if one_block else torch.zeros)(weight.shape, dtype=p.compute, device=h.device)
+    d_bias = torch.zeros(n_classes, dtype=p.compute, device=h.device) if cl.bias is not None else None
     for r0 in range(0, n_rows, rows):
         r1 = min(r0 + rows, n_rows)
         hb = h[r0:r1].detach().to(p.compute)
@@ -259,18 +325,20 @@ def _reduced_forward(p: _Problem, reduction: str, want_grads: bool) -> tuple[Any
     import torch
 
     xp, h = p.xp, p.h
-    dh = torch.zeros(h.shape, dtype=p.compute) if want_grads else None
-    d_weight = torch.zeros(p.weight.shape, dtype=p.compute) if want_grads else None
-    d_bias = torch.zeros(p.weight.shape[0], dtype=p.compute) if want_grads and p.cl.bias is not None else None
-    total = share_total = torch.zeros((), dtype=torch.float64)
+    device = h.device
+    fresh = torch.empty if p.whole_rows else torch.zeros  # whole rows: written by the first block (Problem.grads)
+    dh = fresh(h.shape, dtype=p.compute, device=device) if want_grads else None
+    d_weight = fresh(p.weight.shape, dtype=p.compute, device=device) if want_grads else None
+    d_bias = torch.zeros(p.weight.shape[0], dtype=p.compute, device=device) if want_grads and p.cl.bias is not None else None
+    total = share_total = torch.zeros((), dtype=torch.float64, device=device)
     for r0, r1, hb, tg in p.blocks():
-        st, e = p.stats(hb, tg)
+        st, e = p.stats(hb, tg, exp=want_grads)
         losses, share = linear.block_loss(xp, st, tg, p.cl, p.eps)
         total = total + losses.sum(dtype=torch.float64)
         share_total = share_total + share.sum(dtype=torch.float64)
         if want_grads:
             p.grads(hb, tg, st, torch.ones_like(st.m), e, dh, d_weight, d_bias, r0, r1)
-    denominator = share_total if reduction == "mean" else torch.ones((), dtype=torch.float64)
+    denominator = share_total if reduction == "mean" else torch.ones((), dtype=torch.float64, device=device)
     return (total / denominator).to(p.compute), (dh, d_weight, d_bias, denominator.to(p.compute))
 
 
@@ -354,7 +422,7 @@ def _define() -> dict[str, Any]:
             p = _Problem(h, weight, bias, y, *options)
             losses, kept = [], []
             for _, _, hb, tg in p.blocks():
-                st, _ = p.stats(hb, tg)
+                st, _ = p.stats(hb, tg, exp=False)
                 losses.append(linear.block_loss(p.xp, st, tg, p.cl, p.eps)[0])
                 kept.append(st)
             p.top = None  # the tile buffer stays for the backward's tiles (of column_plan's shape)

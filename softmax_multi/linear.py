@@ -43,11 +43,13 @@ __all__ = [
 
 Array = Any
 
-# Logits held at once by default: 2**22 (16 MiB of float32; 131 rows of 32 000 classes). The
-# matrix products of a block run near the BLAS's peak only with enough rows, and a gradient formed
-# block by block adds each block's share into all of dW. Measured with PyTorch (N=4096, D=1024,
-# V=32000, float32, 2 threads, forward and backward, "sum"): 2**20 took 6.9 s and 158 MiB above
-# the inputs, 2**22 4.6 s and 194 MiB, 2**23 5.3 s and 274 MiB (the naive loss: 6.4 s, 1530 MiB).
+# Logits held at once by default: 2**22 (16 MiB of float32; 131 rows of 32 000 classes), for the
+# reference and the backends without a default of their own (NumPy's, PyTorch's and JAX's are in
+# their modules). The matrix products of a block run near the BLAS's peak only with enough rows,
+# and a gradient formed block by block adds each block's share into all of dW. Measured with
+# PyTorch's operations on the tiles (N=4096, D=1024, V=32000, float32, 2 threads, forward and
+# backward, "sum"): 2**20 took 6.9 s and 158 MiB above the inputs, 2**22 4.6 s and 194 MiB, 2**23
+# 5.3 s and 274 MiB (the naive loss: 6.4 s, 1530 MiB).
 DEFAULT_CHUNK = 2**22
 
 
@@ -117,10 +119,10 @@ def column_plan(n_rows: int, n_classes: int, chunk_size: int | None, default: in
     return rows, max(1, min(n_classes, chunk // rows))
 
 
-def plan(n_rows: int, n_classes: int, chunk_size: int | None) -> tuple[int, int]:
+def plan(n_rows: int, n_classes: int, chunk_size: int | None, default: int = DEFAULT_CHUNK) -> tuple[int, int]:
     """(rows per block, classes per chunk) holding at most ``chunk_size`` logits: whole rows of
     classes where a row fits, as many rows as fit beside them."""
-    chunk = chunk_size or DEFAULT_CHUNK
+    chunk = chunk_size or default
     cols = min(n_classes, chunk)
     return max(1, min(n_rows, chunk // cols)), cols
 

@@ -126,6 +126,72 @@ def test_torch_linear_loss_never_holds_the_logits(monkeypatch, rng, reduction, c
     assert tiles and all(r * c <= (chunk_size or 26) for r, c in tiles), tiles
 
 
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kernels", [True, False], ids=["kernels read the tiles", "torch reads the tiles"])
+def test_torch_linear_loss_of_whole_rows_by_kernels_and_by_torch(monkeypatch, rng, kernels, dtype, reduction):
+    """Tiles of whole rows (blocks of 5 rows, each product in parts of 2 rows at most), their
+    statistics read by the fused kernels or by torch's operations, against the long-double oracle:
+    masked classes, class weights (one of them 0), smoothing, a bias, ignored and out-of-range
+    targets and a row of NaN (its loss NaN); the gradients, where every loss is finite."""
+    import torch
+
+    from softmax_multi.backends import fused, torch_loss
+
+    assert fused.wait_ready() is not None
+    monkeypatch.setattr(torch_loss, "PRODUCT_ROWS", 2)
+    read, row_stats = [], fused.row_stats
+    monkeypatch.setattr(fused, "row_stats", lambda z, w=None: read.append(z.shape) or row_stats(z, w))
+    if not kernels:
+        monkeypatch.setattr(torch_loss, "_kernels_read", lambda *args: False)
+    n, d, v = 12, 6, 11
+    h_np = (rng.standard_normal((n, d)) * 0.8).astype(dtype)
+    w_np = (rng.standard_normal((v, d)) * 0.8).astype(dtype)
+    b_np = rng.standard_normal(v).astype(dtype)
+    where = np.ones(v, bool)
+    where[[1, 6, 7]] = False
+    cw = (rng.random(v) + 0.2).astype(dtype)
+    cw[4] = 0.0
+    y_np = rng.choice(np.flatnonzero(where), n)
+    y_np[2] = IGNORE
+    options = {"where": where, "class_weight": cw, "label_smoothing": 0.15, "ignore_index": IGNORE}
+    kw = {k: torch.from_numpy(a) if isinstance(a, np.ndarray) else a for k, a in options.items()}
+    tensors = [torch.from_numpy(a).requires_grad_(True) for a in (h_np, w_np, b_np)]
+
+    def ours(h, w, b, y):
+        return smx.linear_cross_entropy(h, w, torch.from_numpy(y), bias=b, reduction=reduction, chunk_size=5 * v, **kw)
+
+    def exact(h, y):
+        z = h.astype(np.longdouble) @ w_np.astype(np.longdouble).T + b_np
+        return z, oracle.cross_entropy(z, y, -1, where, cw, 0.15, IGNORE, reduction)
+
+    bad_h, bad_y = h_np.copy(), y_np.copy()
+    bad_h[7], bad_y[9] = np.nan, v  # NaN: the row of NaN, and the target outside [0, C)
+    got = ours(torch.from_numpy(bad_h), *tensors[1:], bad_y).detach().numpy()
+    if reduction == "none":
+        assert np.isnan(got[[7, 9]]).all() and got[2] == 0
+        keep = np.ones(n, bool)
+        keep[[7, 9]] = False
+        oracle.assert_close(got[keep], exact(bad_h, bad_y)[1][keep], dtype, log_scale=True)
+    else:
+        assert np.isnan(got)
+    assert len(read) == (3 if kernels else 0), read  # blocks of 5, 5 and 2 rows
+
+    loss = ours(*tensors, y_np)
+    z, expected = exact(h_np, y_np)
+    oracle.assert_close(loss.detach().numpy(), expected, dtype, log_scale=True)
+    g = rng.random(loss.shape).astype(dtype)
+    grads = torch.autograd.grad(loss, tensors, torch.from_numpy(g))
+    share = np.where(y_np == IGNORE, 0.0, cw[np.where(y_np == IGNORE, 0, y_np)]).sum()
+    scale = g.astype(np.longdouble) / (share if reduction == "mean" else 1)
+    dz = oracle.cross_entropy_gradient(z, y_np, -1, where, cw, 0.15, IGNORE, scale if reduction == "none" else None)
+    dz = dz if reduction == "none" else dz * scale
+    tolerance = {"float32": 2e-6, "float64": 1e-14}[dtype]
+    for got_grad, exact_grad in zip(grads, (dz @ w_np, dz.T @ h_np, dz.sum(0))):
+        expected_grad = np.asarray(exact_grad, dtype=np.float64)
+        np.testing.assert_allclose(got_grad.numpy(), expected_grad, rtol=0, atol=tolerance * np.max(np.abs(expected_grad)))
+
+
 def test_torch_linear_loss_refuses_a_class_weight_gradient():
     import torch
 

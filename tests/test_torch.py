@@ -131,6 +131,25 @@ def test_cuda_path_does_not_synchronise():
         torch.cuda.set_sync_debug_mode("default")
 
 
+@pytest.mark.parametrize("reduction", ["none", "sum"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_linear_loss_stays_on_the_device(device, reduction, rng):
+    """The linear loss's tiles and gradients are made on h's device: the same loss and gradients
+    as the naive loss there, with a bias and whole rows in blocks of 40 rows."""
+    h = torch.tensor(rng.standard_normal((100, 16)), dtype=torch.float32, device=device, requires_grad=True)
+    w = torch.tensor(rng.standard_normal((50, 16)) * 0.3, dtype=torch.float32, device=device, requires_grad=True)
+    b = torch.tensor(rng.standard_normal(50), dtype=torch.float32, device=device, requires_grad=True)
+    y = torch.from_numpy(rng.integers(0, 50, 100)).to(device)
+    ours = smx.linear_cross_entropy(h, w, y, bias=b, reduction=reduction, chunk_size=40 * 50)
+    naive = torch.nn.functional.cross_entropy(h @ w.T + b, y, reduction=reduction)
+    assert ours.device == h.device
+    g = torch.rand(ours.shape, device=device)
+    for got, expected in zip(torch.autograd.grad(ours, (h, w, b), g), torch.autograd.grad(naive, (h, w, b), g)):
+        assert got.device == h.device
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours, naive, rtol=1e-5, atol=1e-5)
+
+
 def test_cpu_tensors_run_the_fused_kernels_on_their_memory():
     """From FUSED_CPU_MIN_SIZE entries (and any size past NATIVE_CPU_ROW_LIMIT), CPU tensors run
     the fused kernels on their own memory: the NumPy backend's numbers, returned as a tensor."""

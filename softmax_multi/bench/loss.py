@@ -171,10 +171,12 @@ def numpy_methods(n: int, d: int, v: int, reduction: str) -> dict[str, Callable[
 
 _MEMORY = """
 import json, sys
+from softmax_multi.backends import fused
 from softmax_multi.bench import loss as b
 framework, method, reduction, n, d, v = sys.argv[1], sys.argv[2], sys.argv[3], *map(int, sys.argv[4:7])
 make = b.torch_methods if framework == "torch" else b.numpy_methods
 make(64, 64, 512, reduction)[method]()  # threads, kernels and lazy imports: not the loss's memory
+fused.wait_ready()  # as in the timed runs: the kernels that load in the background, loaded
 call = make(n, d, v, reduction)[method]
 base = b._status("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")
@@ -227,6 +229,9 @@ def run_cross_entropy(
     """Every method of every framework and reduction: seconds, memory, error against the naive one.
     ``scale`` shrinks N and V (tests run the group small). NumPy first: once PyTorch's and XLA's
     thread pools have run in this process, their spinning threads slow NumPy's BLAS down."""
+    from softmax_multi.backends import fused
+
+    fused.wait_ready()  # the NumPy and PyTorch losses read their tiles by the kernels, once loaded
     todo = [(f, r) for f in frameworks for r in (("sum", "none") if f != "numpy" else ("sum",)) if _installed(f)]
     results = []
     for i, (framework, reduction) in enumerate(todo):
