@@ -348,6 +348,10 @@ def _no_cotangent(a: Any) -> Any:
 def linear_cross_entropy(h: Any, weight: Any, target: Any, o: linear.Options) -> Any:
     lead = tuple(h.shape[:-1])
     n_rows, n_classes = math.prod(lead), weight.shape[0]
+    if n_rows == 0:  # no tile to scan over: the reference's operations, differentiated by JAX
+        import jax.numpy as jnp
+
+        return linear.linear_cross_entropy(h, weight, target, o, xp=jnp)
     rows, cols = plan(n_rows, n_classes, o.chunk_size)
     one_pass = None if o.reduction == "none" else one_pass_plan(n_rows, n_classes, h.shape[-1], o.chunk_size)
     s = _Static(n_classes, rows, cols, o.label_smoothing, o.ignore_index, o.reduction, o.compute, one_pass)

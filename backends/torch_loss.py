@@ -58,6 +58,11 @@ def linear_cross_entropy(h: Any, weight: Any, target: Any, o: linear.Options) ->
     n_rows, n_classes = math.prod(lead), weight.shape[0]
     h2 = h.reshape(n_rows, h.shape[-1])
     y = target.reshape(n_rows, 1)
+    if n_rows == 0:  # logits of no row hold nothing: the loss of them, differentiated by autograd
+        z = (h2 @ weight.T).to(o.compute) + (0 if o.bias is None else o.bias)
+        where = None if o.where is None else o.where.expand(z.shape)
+        per_example = cross_entropy(z, y[:, 0], 1, where, o.class_weight, o.label_smoothing, o.ignore_index, o.reduction)
+        return (per_example.reshape(lead) if o.reduction == "none" else per_example).to(h.dtype)
     chunk_size = o.chunk_size or DEFAULT_CHUNK
     rows, cols = linear.plan(n_rows, n_classes, chunk_size)
     options = (o.where, o.class_weight, o.label_smoothing, o.ignore_index, rows, cols, o.compute, chunk_size)
@@ -326,7 +331,7 @@ def _reduced_forward(p: _Problem, reduction: str, want_grads: bool) -> tuple[Any
 
     xp, h = p.xp, p.h
     device = h.device
-    fresh = torch.empty if p.whole_rows else torch.zeros  # whole rows: written by the first block (Problem.grads)
+    fresh = torch.empty if p.whole_rows and h.shape[0] else torch.zeros  # whole rows: written by the first block (Problem.grads)
     dh = fresh(h.shape, dtype=p.compute, device=device) if want_grads else None
     d_weight = fresh(p.weight.shape, dtype=p.compute, device=device) if want_grads else None
     d_bias = torch.zeros(p.weight.shape[0], dtype=p.compute, device=device) if want_grads and p.cl.bias is not None else None

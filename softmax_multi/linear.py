@@ -115,7 +115,7 @@ def column_plan(n_rows: int, n_classes: int, chunk_size: int | None, default: in
     blocks would add into all of dW once per block."""
     chunk = chunk_size or default
     few = min(MIN_COLS, n_classes)
-    rows = n_rows if n_rows * few <= chunk else max(1, chunk // few)
+    rows = max(1, n_rows) if n_rows * few <= chunk else max(1, chunk // few)
     return rows, max(1, min(n_classes, chunk // rows))
 
 

@@ -438,6 +438,34 @@ def test_ignore_index_inside_the_classes(backend, rng):
     assert (got[target == 0] == 0).all()
 
 
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_linear_loss_of_no_rows(backend, reduction, request):
+    """A batch of no rows: no losses, a sum of 0, a mean of NaN (0 / 0, as torch's), as the loss of
+    its (empty) logits gives them."""
+    if backend.spec.name == "dask":
+        # a known failure, kept in sight: dask.array's own max of no rows raises
+        # (da.max(da.zeros((0, 4)), axis=1): "zero-size array to reduction operation maximum"),
+        # where NumPy's gives shape (0,); the loss of Dask logits reaches it
+        request.applymarker(pytest.mark.xfail(raises=ValueError, strict=True, reason="dask.array's max of no rows raises"))
+    h, w = backend.asarray(np.zeros((0, 3), np.float32)), backend.asarray(np.ones((4, 3), np.float32))
+    y = backend.asarray(np.zeros(0, np.int32))
+    got = backend.numpy(smx.linear_cross_entropy(h, w, y, label_smoothing=0.1, reduction=reduction))
+    expected = backend.numpy(smx.cross_entropy(backend.asarray(np.zeros((0, 4), np.float32)), y, reduction=reduction))
+    assert got.shape == expected.shape == ((0,) if reduction == "none" else ())
+    np.testing.assert_array_equal(got, {"none": np.zeros(0), "sum": 0.0, "mean": np.nan}[reduction])
+
+
+def test_torch_linear_loss_of_no_rows_has_zero_gradients():
+    import torch
+
+    h = torch.zeros(0, 3, requires_grad=True)
+    w, b = torch.ones(4, 3, requires_grad=True), torch.ones(4, requires_grad=True)
+    for reduction in ("none", "sum", "mean"):
+        loss = smx.linear_cross_entropy(h, w, torch.zeros(0, dtype=torch.long), bias=b, reduction=reduction)
+        dh, dw, db = torch.autograd.grad(loss.sum(), (h, w, b))
+        assert dh.shape == (0, 3) and not dw.any() and not db.any()
+
+
 PAIRS = [(mine, other) for mine in BACKENDS for other in BACKENDS if other != mine]
 
 
