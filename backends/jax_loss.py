@@ -287,7 +287,8 @@ def _linear() -> Any:
         cl = linear.classes(xp, s.n_classes, where, class_weight, bias, s.compute)
         total, share_total, grads = _one_pass(s, cl, weight, h2, y)
         denominator = share_total if s.reduction == "mean" else jnp.ones_like(share_total)
-        return total / denominator, (h2, weight, bias, y, where, class_weight, grads, denominator)
+        value = jnp.where(denominator == 0, jnp.nan, total / denominator)  # a mean over no weight: NaN
+        return value, (h2, weight, bias, y, where, class_weight, grads, denominator)
 
     @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
     def run(s: _Static, h2: Any, weight: Any, bias: Any, y: Any, where: Any, class_weight: Any) -> Any:
@@ -296,7 +297,7 @@ def _linear() -> Any:
     def scaled(s: _Static, res: Any, g: Any) -> Any:
         """The one pass's gradients, times the incoming gradient."""
         h2, weight, bias, y, where, class_weight, (dh, d_weight, d_bias), denominator = res
-        scale = (g / denominator).astype(s.compute)
+        scale = _per_share(g, denominator).astype(s.compute)
         return _cotangents(h2, weight, bias, y, where, class_weight, dh * scale, d_weight * scale, d_bias * scale)
 
     def recomputed(s: _Static, res: Any, g: Any) -> Any:
@@ -306,7 +307,8 @@ def _linear() -> Any:
         if s.reduction == "none":
             scale = g[:, None].astype(s.compute)
         else:
-            scale = jnp.broadcast_to(g / total_share if s.reduction == "mean" else g, (h2.shape[0], 1)).astype(s.compute)
+            per_example = _per_share(g, total_share) if s.reduction == "mean" else g
+            scale = jnp.broadcast_to(per_example, (h2.shape[0], 1)).astype(s.compute)
         dh_parts: list[Any] = []
         d_weight: Any = None
         d_bias: Any = None
@@ -320,6 +322,14 @@ def _linear() -> Any:
 
     run.defvjp(forward_with_grads, lambda s, res, g: (recomputed if s.one_pass is None else scaled)(s, res, g))
     return jax.jit(run, static_argnums=(0,))
+
+
+def _per_share(g: Any, share: Any) -> Any:
+    """The incoming gradient of a mean, per unit of its examples' total weight: 0 where that is 0
+    (a mean over no weight passes no gradient back, as :func:`softmax_multi.loss.reduce_losses`)."""
+    import jax.numpy as jnp
+
+    return jnp.where(share == 0, 0.0, g / jnp.where(share == 0, 1.0, share))
 
 
 def _cotangents(

@@ -311,7 +311,7 @@ def cross_entropy(z, target, axis=-1, where=None, class_weight=None, label_smoot
     An undefined log_softmax (NaN among the classes taking part) gives NaN; a target on a masked
     class (an index, or probability mass there) +inf; an ignored index 0; another index outside
     [0, C) NaN. ``"mean"`` divides by the total weight of the examples not ignored (their number
-    for probability targets)."""
+    for probability targets); over a total weight of 0 it is NaN."""
     z = np.asarray(z)
     axis = axis % z.ndim
     n = z.shape[axis]
@@ -346,7 +346,8 @@ def cross_entropy(z, target, axis=-1, where=None, class_weight=None, label_smoot
     if reduction == "none":
         return per_example
     total = per_example.sum()
-    return total if reduction == "sum" else total / np.asarray(shares, np.longdouble).sum()
+    share = np.asarray(shares, np.longdouble).sum()
+    return total if reduction == "sum" else total / share if share != 0 else np.longdouble(math.nan)
 
 
 def cross_entropy_gradient(z, target, axis=-1, where=None, class_weight=None, label_smoothing=0.0, ignore_index=None, g=None):

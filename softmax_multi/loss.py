@@ -102,14 +102,19 @@ def cross_entropy(
 
 def reduce_losses(xp: Any, loss: Array, weight: Array, axis: int, reduction: str, accurate_sums: bool = True) -> Array:
     """Per-example losses (class axis kept) as ``reduction`` asks: their own shape, their sum, or
-    their sum over the examples' total weight (torch's ``"mean"``)."""
+    their sum over the examples' total weight (torch's ``"mean"``; NaN, with a zero gradient,
+    where that weight is 0)."""
     if reduction == "none":
         return xp.squeeze(loss, axis=axis)
     every = tuple(range(loss.ndim))
     total = xp.reshape(_sum(xp, loss, every, accurate_sums), ())
     if reduction == "sum":
         return total
-    return total / xp.reshape(_sum(xp, weight, every, accurate_sums), ())
+    share = xp.reshape(_sum(xp, weight, every, accurate_sums), ())
+    # A mean over no weight (every example ignored) is NaN, as 0 / 0, and passes no gradient back,
+    # as torch's: a where, not the division by 0, whose gradient (0 * inf) would be NaN.
+    empty = share == 0
+    return xp.where(empty, constant_like(xp, total, math.nan), total / xp.where(empty, constant_like(xp, share, 1.0), share))
 
 
 class IndexStats(NamedTuple):

@@ -466,6 +466,56 @@ def test_torch_linear_loss_of_no_rows_has_zero_gradients():
         assert dh.shape == (0, 3) and not dw.any() and not db.any()
 
 
+def test_mean_over_no_weight_is_nan(backend):
+    """A "mean" when every example is ignored: 0 / 0, NaN, for the loss and for the linear loss."""
+    y = backend.asarray(np.full(3, IGNORE, np.int32))
+    z = backend.asarray(np.ones((3, 5), np.float32))
+    h, w = backend.asarray(np.ones((3, 4), np.float32)), backend.asarray(np.ones((5, 4), np.float32))
+    for value in (
+        smx.cross_entropy(z, y, ignore_index=IGNORE, label_smoothing=0.1, reduction="mean"),
+        smx.linear_cross_entropy(h, w, y, ignore_index=IGNORE, reduction="mean"),
+    ):
+        assert np.isnan(backend.numpy(value))
+
+
+def test_torch_mean_over_no_weight_passes_no_gradient():
+    """As torch's own loss: every example ignored, the mean is NaN and every gradient 0 (not
+    0 * inf = NaN), eagerly, compiled, and through the linear loss (whole rows, chunked classes)."""
+    import torch
+
+    y = torch.full((3,), IGNORE)
+    z_eager, z_compiled = (torch.randn(3, 5, generator=torch.Generator().manual_seed(0)).requires_grad_(True) for _ in range(2))
+
+    def f(z):
+        return smx.cross_entropy(z, y, ignore_index=IGNORE, label_smoothing=0.1, reduction="mean")
+
+    for z, g in ((z_eager, f), (z_compiled, torch.compile(f))):
+        value = g(z)
+        value.backward()
+        assert torch.isnan(value) and not z.grad.any() and not z.grad.isnan().any()
+    h, w = torch.randn(3, 4, requires_grad=True), torch.randn(5, 4, requires_grad=True)
+    for chunk_size in (None, 5):
+        value = smx.linear_cross_entropy(h, w, y, ignore_index=IGNORE, reduction="mean", chunk_size=chunk_size)
+        dh, dw = torch.autograd.grad(value, (h, w))
+        assert torch.isnan(value) and not dh.any() and not dw.any() and not dw.isnan().any()
+
+
+@pytest.mark.parametrize("chunk_size", [None, 5], ids=["one pass", "four products"])
+def test_jax_mean_over_no_weight_passes_no_gradient(chunk_size):
+    import jax
+    import jax.numpy as jnp
+
+    y = jnp.full((3,), IGNORE)
+    grad_z = jax.grad(lambda z: smx.cross_entropy(z, y, ignore_index=IGNORE, reduction="mean"))(jnp.ones((3, 5)))
+    assert not np.asarray(grad_z).any()
+
+    def f(h, w):
+        return smx.linear_cross_entropy(h, w, y, ignore_index=IGNORE, reduction="mean", chunk_size=chunk_size)
+
+    value, (dh, dw) = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(jnp.ones((3, 4)), jnp.ones((5, 4)))
+    assert np.isnan(value) and not np.asarray(dh).any() and not np.asarray(dw).any()
+
+
 PAIRS = [(mine, other) for mine in BACKENDS for other in BACKENDS if other != mine]
 
 
