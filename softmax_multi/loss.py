@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 from array_api_compat import array_namespace
 
 from . import online
-from .reference import _sum, constant_like, quiet
+from .reference import _count, _sum, constant_like, quiet
 
 __all__ = [
     "REDUCTIONS",
@@ -146,7 +146,7 @@ def index_stats(
     finite = xp.isfinite(m)
     d = xp.where(finite, m, zero) - zm  # >= 0; +inf at masked entries
     top = xp.logical_and(zm == m, finite)
-    k = _sum(xp, xp.astype(top, z.dtype), axes, True)
+    k = _count(xp, top, axes, z.dtype)
     t = _sum(xp, xp.where(top, zero, xp.exp(-d)), axes, accurate)
     if w_live is None:
         u = xp.zeros_like(m)

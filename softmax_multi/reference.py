@@ -98,7 +98,7 @@ def log_softmax(
     z = _shifted(xp, x, axes, where)
     e = xp.exp(z)
     top = z == 0  # exactly the entries equal to the slice's max (exp(0) = 1 exactly)
-    k = _sum(xp, xp.astype(top, x.dtype), axes, True)
+    k = _count(xp, top, axes, x.dtype)
     t = _sum(xp, xp.where(top, constant_like(xp, x, 0.0), e), axes, accurate_sums)
     y = z - xp.log1p((k - 1) + t)
     return y if where is None else xp.where(where, y, constant_like(xp, x, -math.inf))
@@ -161,7 +161,7 @@ def _logsumexp_real(xp, x, axes, where, b, return_sign, accurate):
     m0 = xp.where(finite, m, zero)
     top = xp.logical_and(xm == m, xm > -math.inf)  # the max's entries (for m = +inf, the +inf ones)
     if b is None:
-        k = _sum(xp, xp.astype(top, x.dtype), axes, True)
+        k = _count(xp, top, axes, x.dtype)
         terms = xp.exp(xm - m0)
     else:
         k = _sum(xp, xp.where(top, b, zero), axes, True)
@@ -272,6 +272,13 @@ def _shifted(xp: Any, x: Array, axes: tuple[int, ...], where: Array | None) -> A
 
 def _max(xp: Any, x: Array, axes: tuple[int, ...]) -> Array:
     return xp.max(x, axis=axes, keepdims=True) if axes else x
+
+
+def _count(xp: Any, mask: Array, axes: tuple[int, ...], dtype: Any) -> Array:
+    """How many entries of the boolean ``mask`` are set along ``axes`` (kept), as ``dtype``: summed
+    as integers, exact in any order, where a float sum would take the accurate (and, on JAX, the
+    pairwise) path for nothing."""
+    return xp.astype(xp.sum(xp.astype(mask, xp.int32), axis=axes, keepdims=True), dtype)
 
 
 def _sum(xp: Any, x: Array, axes: tuple[int, ...], accurate: bool) -> Array:
