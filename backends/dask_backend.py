@@ -174,6 +174,20 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x.compute())
 
 
+def cross_entropy(
+    z: Any, target: Any, axis: int, where: Any, class_weight: Any, eps: float, ignore_index: Any, reduction: str
+) -> Any:
+    """The reference on the dask arrays; logits with no entries by NumPy's arrays of their shapes
+    (nothing to read), as dask.array's own max of no rows raises (``da.max(da.zeros((0, 4)),
+    axis=1)``: "zero-size array to reduction operation maximum") where NumPy's has shape (0,)."""
+    import dask.array as da
+
+    if z.size:
+        return loss.cross_entropy(z, target, axis, where, class_weight, eps, ignore_index, reduction, xp=_namespace())
+    empty = [None if a is None else np.zeros(a.shape, dtype=a.dtype) for a in (z, target, where, class_weight)]
+    return da.from_array(loss.cross_entropy(empty[0], empty[1], axis, empty[2], empty[3], eps, ignore_index, reduction, xp=np))
+
+
 def linear_cross_entropy(h: Any, weight: Any, target: Any, o: linear.Options) -> Any:
     """Lazy: each block of rows of ``h`` (its features in one block) against the whole of
     ``weight`` (NumPy or Dask) by the reference on the block's own arrays, tile by tile; the
@@ -244,6 +258,7 @@ spec = BackendSpec(
     dtypes=("float32", "float64", "complex64", "complex128"),
     out="Dask arrays are lazy; use the returned array (da.store or to_zarr writes it out)",
     accurate_sums=True,  # each block summed pairwise by NumPy, the blocks' sums as a tree
+    cross_entropy=cross_entropy,
     linear_cross_entropy=linear_cross_entropy,
     accepts_weight=lambda w: isinstance(w, np.ndarray),
 )
