@@ -63,7 +63,8 @@ def linear_cross_entropy(h: Any, weight: Any, target: Any, o: linear.Options) ->
         where = None if o.where is None else o.where.expand(z.shape)
         per_example = cross_entropy(z, y[:, 0], 1, where, o.class_weight, o.label_smoothing, o.ignore_index, o.reduction)
         return (per_example.reshape(lead) if o.reduction == "none" else per_example).to(h.dtype)
-    chunk_size = o.chunk_size or DEFAULT_CHUNK
+    # the kernels' tiles twice as large as torch's, which need a second tile beside them
+    chunk_size = o.chunk_size or (DEFAULT_CHUNK if _kernels_read(h, weight, o.compute) else linear.DEFAULT_CHUNK)
     rows, cols = linear.plan(n_rows, n_classes, chunk_size)
     options = (o.where, o.class_weight, o.label_smoothing, o.ignore_index, rows, cols, o.compute, chunk_size)
     if o.reduction == "none":
@@ -73,8 +74,9 @@ def linear_cross_entropy(h: Any, weight: Any, target: Any, o: linear.Options) ->
     return total.to(h.dtype)
 
 
-# Logits per tile by default: 2**23 (32 MiB of float32; 262 rows of 32 000 classes, or every row
-# of 4096 by 2048 classes in the "none" backward). The products of a block of rows run nearer the
+# Logits per tile by default where the fused kernels read the tiles: 2**23 (32 MiB of float32; 262
+# rows of 32 000 classes, or every row of 4096 by 2048 classes in the "none" backward); elsewhere
+# linear.DEFAULT_CHUNK. The products of a block of rows run nearer the
 # BLAS's peak with more rows: measured (N=4096, D=1024, V=32000, float32, 2 threads, interleaved,
 # medians of 6 runs), the three products alone took 3.91 s in blocks of 262 rows or of 393, and
 # 3.99 s in blocks of 131 (the naive loss compiled: 3.59-3.98 s in the same runs). Where the fused
@@ -119,10 +121,11 @@ class _Problem:
         self.cl = linear.classes(xp, n_classes, where, class_weight, None if bias is None else bias.detach(), compute)
         self.whole_rows = cols >= n_classes
         self.kernels = self.whole_rows and _kernels_read(h, weight, compute)
-        # two tiles' memory for the whole call (the logits, their maxima), rewritten block after
-        # block: fresh tiles freed and made again grew the process by hundreds of MiB (glibc keeps
-        # them; the small tensors kept between blocks split a freed tile, so that the next did not
-        # fit: fresh 4 MiB boolean tiles made a forward of "none" end 41-192 MiB above its start).
+        # one tile's memory for the whole call (where torch reads the tiles, a second for their
+        # maxima), rewritten block after block: fresh tiles freed and made again grew the process
+        # by hundreds of MiB (glibc keeps them; the small tensors kept between blocks split a freed
+        # tile, so that the next did not fit: fresh 4 MiB boolean tiles made a forward of "none"
+        # end 41-192 MiB above its start).
         # The logits' buffer is flat and large enough for the tiles of the "none" backward too,
         # which reuse it.
         size = max(rows * n_classes, math.prod(linear.column_plan(h.shape[0], n_classes, chunk_size)))
