@@ -238,7 +238,7 @@ def _linear_rows(
     from array_api_compat import array_namespace
 
     xp = array_namespace(hb)
-    cl = linear.classes(xp, weight.shape[0], where, class_weight, bias, compute)
+    cl = linear.classes(xp, weight, where, class_weight, bias, compute)
     per_example, share = linear.row_terms(xp, hb, weight, yb[:, None], cl, eps, ignore_index, chunk_size, compute)
     return xp.concat([per_example, share], axis=1)
 

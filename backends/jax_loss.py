@@ -268,7 +268,7 @@ def _linear() -> Any:
     xp = _xp()
 
     def forward(s: _Static, h2: Any, weight: Any, bias: Any, y: Any, where: Any, class_weight: Any) -> Any:
-        cl = linear.classes(xp, s.n_classes, where, class_weight, bias, s.compute)
+        cl = linear.classes(xp, weight, where, class_weight, bias, s.compute)
         losses, shares, kept = [], [], []
         for _, _, hb, tg in _blocks(s, h2, y):
             st = _block_stats(s, cl, weight, hb, tg)
@@ -284,7 +284,7 @@ def _linear() -> Any:
     def forward_with_grads(s: _Static, h2: Any, weight: Any, bias: Any, y: Any, where: Any, class_weight: Any) -> Any:
         if s.one_pass is None:
             return forward(s, h2, weight, bias, y, where, class_weight)
-        cl = linear.classes(xp, s.n_classes, where, class_weight, bias, s.compute)
+        cl = linear.classes(xp, weight, where, class_weight, bias, s.compute)
         total, share_total, grads = _one_pass(s, cl, weight, h2, y)
         denominator = share_total if s.reduction == "mean" else jnp.ones_like(share_total)
         value = jnp.where(denominator == 0, jnp.nan, total / denominator)  # a mean over no weight: NaN
@@ -303,7 +303,7 @@ def _linear() -> Any:
     def recomputed(s: _Static, res: Any, g: Any) -> Any:
         """The gradients from each row's statistics, the tiles recomputed by chunks of classes."""
         h2, weight, bias, y, where, class_weight, stats, total_share = res
-        cl = linear.classes(xp, s.n_classes, where, class_weight, bias, s.compute)
+        cl = linear.classes(xp, weight, where, class_weight, bias, s.compute)
         if s.reduction == "none":
             scale = g[:, None].astype(s.compute)
         else:

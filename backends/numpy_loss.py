@@ -58,7 +58,7 @@ def linear_cross_entropy(h: np.ndarray, weight: np.ndarray, target: np.ndarray, 
     h2, y = h.reshape(n_rows, n_features), target.reshape(n_rows, 1)
     w = np.asarray(weight, dtype=compute)  # a copy for float16 and bfloat16 only
     eps = float(o.label_smoothing)
-    cl = linear.classes(np, n_classes, o.where, o.class_weight, o.bias, compute)
+    cl = linear.classes(np, weight, o.where, o.class_weight, o.bias, compute)
     stats = functools.partial(_tile_stats, np.empty(rows * min(cols, n_classes), dtype=compute))
     losses, shares = np.empty((n_rows, 1), dtype=compute), np.empty((n_rows, 1), dtype=compute)
     for r0 in range(0, n_rows, rows):

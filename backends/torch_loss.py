@@ -118,7 +118,7 @@ class _Problem:
         self.rows, self.cols, self.compute = rows, cols, compute
         self.weight = weight.detach().to(compute)  # float16 and bfloat16 weights: once, in float32
         n_classes = weight.shape[0]
-        self.cl = linear.classes(xp, n_classes, where, class_weight, None if bias is None else bias.detach(), compute)
+        self.cl = linear.classes(xp, weight, where, class_weight, None if bias is None else bias.detach(), compute)
         self.whole_rows = cols >= n_classes
         self.kernels = self.whole_rows and _kernels_read(h, weight, compute)
         # one tile's memory for the whole call (where torch reads the tiles, a second for their

@@ -89,9 +89,11 @@ class Classes(NamedTuple):
     """0-d: their total weight."""
 
 
-def classes(xp: Any, n_classes: int, where: Array | None, class_weight: Array | None, bias: Array | None, dtype: Any) -> Classes:
-    """The classes' data in the compute dtype, with the totals the loss needs."""
-    device = getattr(bias if bias is not None else class_weight, "device", None)
+def classes(xp: Any, weight: Array, where: Array | None, class_weight: Array | None, bias: Array | None, dtype: Any) -> Classes:
+    """The classes' data in the compute dtype, with the totals the loss needs, on the device of
+    ``weight`` (V, D)."""
+    n_classes = weight.shape[0]
+    device = getattr(weight, "device", None)
     cast = lambda a: a if a is None or a.dtype == dtype else xp.astype(a, dtype)
     class_weight, bias = cast(class_weight), cast(bias)
     if where is None:
@@ -144,8 +146,8 @@ def linear_cross_entropy(
     """
     xp = xp or array_namespace(h)
     lead, n_features = tuple(h.shape[:-1]), h.shape[-1]
-    n_rows, n_classes = math.prod(lead), weight.shape[0]
-    cl = classes(xp, n_classes, o.where, o.class_weight, o.bias, o.compute)
+    n_rows = math.prod(lead)
+    cl = classes(xp, weight, o.where, o.class_weight, o.bias, o.compute)
     loss, share = row_terms(
         xp,
         xp.reshape(h, (n_rows, n_features)),

@@ -278,7 +278,8 @@ def _count(xp: Any, mask: Array, axes: tuple[int, ...], dtype: Any) -> Array:
     """How many entries of the boolean ``mask`` are set along ``axes`` (kept), as ``dtype``: summed
     as integers, exact in any order, where a float sum would take the accurate (and, on JAX, the
     pairwise) path for nothing."""
-    return xp.astype(xp.sum(xp.astype(mask, xp.int32), axis=axes, keepdims=True), dtype)
+    # int32 throughout: a sum's default integer dtype (int64) is missing on some devices
+    return xp.astype(xp.sum(xp.astype(mask, xp.int32), axis=axes, keepdims=True, dtype=xp.int32), dtype)
 
 
 def _sum(xp: Any, x: Array, axes: tuple[int, ...], accurate: bool) -> Array:

@@ -102,3 +102,31 @@ def test_no_leak_over_100_000_calls(name):
     tracemalloc.stop()
     assert traced_after - traced_before < 64 * 1024, f"Python memory grew {traced_after - traced_before} bytes"
     assert rss_after - rss_before < 32 * 2**20, f"RSS grew {(rss_after - rss_before) / 2**20:.1f} MiB"
+
+
+def test_array_api_strict_device_without_64_bit_dtypes(rng):
+    """array-api-strict's 'no_x64' device has no float64 and no int64 (a sum's default integer
+    dtype): every function and loss computes there, in float32, and agrees with the oracle."""
+    import array_api_strict as xp
+
+    device = xp.Device("no_x64")
+    x_np = (rng.standard_normal((3, 40)) * 3).astype(np.float32)
+    x = xp.asarray(x_np, device=device)
+    y_np = rng.integers(0, 40, 3).astype(np.int32)
+    y = xp.asarray(y_np, device=device)
+    w_np = (rng.standard_normal((40, 5)) * 0.5).astype(np.float32)
+    h_np = (rng.standard_normal((3, 5))).astype(np.float32)
+    results = {
+        "softmax": (smx.softmax(x), oracle.softmax(x_np, (1,))),
+        "log_softmax": (smx.log_softmax(x), oracle.log_softmax(x_np, (1,))),
+        "logsumexp": (smx.logsumexp(x, axis=1), oracle.logsumexp(x_np, (1,))),
+        "cross_entropy": (smx.cross_entropy(x, y, label_smoothing=0.1), oracle.cross_entropy(x_np, y_np, label_smoothing=0.1)),
+        "linear_cross_entropy": (
+            smx.linear_cross_entropy(xp.asarray(h_np, device=device), xp.asarray(w_np, device=device), y),
+            oracle.cross_entropy(h_np.astype(np.longdouble) @ w_np.astype(np.longdouble).T, y_np),
+        ),
+    }
+    for name, (got, expected) in results.items():
+        assert got.device == device, name
+        on_cpu = np.asarray(got.to_device(xp.Device("CPU_DEVICE")))  # NumPy cannot read the other device
+        oracle.assert_close(on_cpu, expected, "float32", log_scale=name != "softmax")
