@@ -347,8 +347,7 @@ def _reduced_forward(p: _Problem, reduction: str, want_grads: bool) -> tuple[Any
         if want_grads:
             p.grads(hb, tg, st, torch.ones_like(st.m), e, dh, d_weight, d_bias, r0, r1)
     denominator = share_total if reduction == "mean" else torch.ones((), dtype=torch.float64, device=device)
-    value = torch.where(denominator == 0, math.nan, total / denominator)  # a mean over no weight: NaN
-    return value.to(p.compute), (dh, d_weight, d_bias, denominator.to(p.compute))
+    return loss.mean_of(xp, total, denominator).to(p.compute), (dh, d_weight, d_bias, denominator.to(p.compute))
 
 
 _BUILT: dict[str, Any] = {}
@@ -419,8 +418,7 @@ def _define() -> dict[str, Any]:
         @staticmethod
         def backward(ctx: Any, g: Any) -> Any:
             grads, ctx.grads = ctx.grads, None
-            # a mean over no weight is NaN and passes no gradient back (softmax_multi.loss.reduce_losses)
-            scale = torch.where(ctx.denominator == 0, 0.0, g / ctx.denominator)
+            scale = loss.per_share(_namespace(), g, ctx.denominator)
             grads = [None if a is None else a.mul_(scale).to(dtype) for a, dtype in zip(grads, ctx.dtypes)]
             return (*grads, None, None, *([None] * 8))
 

@@ -43,7 +43,9 @@ __all__ = [
     "index_grad",
     "index_loss",
     "index_stats",
+    "mean_of",
     "merge_index_stats",
+    "per_share",
     "read_target",
     "reduce_losses",
     "terms",
@@ -110,11 +112,22 @@ def reduce_losses(xp: Any, loss: Array, weight: Array, axis: int, reduction: str
     total = xp.reshape(_sum(xp, loss, every, accurate_sums), ())
     if reduction == "sum":
         return total
-    share = xp.reshape(_sum(xp, weight, every, accurate_sums), ())
-    # A mean over no weight (every example ignored) is NaN, as 0 / 0, and passes no gradient back,
-    # as torch's: a where, not the division by 0, whose gradient (0 * inf) would be NaN.
+    return mean_of(xp, total, xp.reshape(_sum(xp, weight, every, accurate_sums), ()))
+
+
+def mean_of(xp: Any, total: Array, share: Array) -> Array:
+    """A ``"mean"``: ``total / share``, the examples' total weight. Over no weight (every example
+    ignored) NaN, as 0 / 0, and no gradient back, as torch's: a where, not the division by 0, whose
+    gradient (0 * inf) would be NaN."""
     empty = share == 0
     return xp.where(empty, constant_like(xp, total, math.nan), total / xp.where(empty, constant_like(xp, share, 1.0), share))
+
+
+def per_share(xp: Any, g: Array, share: Array) -> Array:
+    """The incoming gradient ``g`` of a :func:`mean_of` per unit of its total weight: 0 where that
+    is 0 (for backwards written by hand)."""
+    empty = share == 0
+    return xp.where(empty, constant_like(xp, g, 0.0), g / xp.where(empty, constant_like(xp, share, 1.0), share))
 
 
 class IndexStats(NamedTuple):
