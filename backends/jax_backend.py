@@ -3,9 +3,10 @@
 The reference implementation is the native code here: it traces, so it runs compiled by
 ``jax.jit`` (which makes eager calls as cheap as ``jax.nn.softmax``'s) and inlines into any
 outer ``jit``, ``vmap`` or ``grad``; XLA adds the collectives when the reduced axis is sharded.
-softmax and log_softmax carry their own derivative (``jax.custom_jvp``), written with their
-output alone, so that reverse mode keeps only the output for the backward pass, as
-``jax.nn.softmax`` does, instead of the forward's temporaries.
+softmax and log_softmax carry their own derivative (``jax.custom_jvp``), so that reverse mode
+keeps one array of the output's size for the backward pass (softmax: the exps it divides, and one
+number per slice; log_softmax: its output), as ``jax.nn.softmax`` does, instead of the forward's
+temporaries.
 """
 
 from __future__ import annotations
@@ -58,11 +59,18 @@ class _PairwiseNumpy:
 
 @functools.cache
 def _differentiated() -> dict[str, Any]:
-    """softmax and log_softmax (with and without a mask) whose JVP reads their output only.
+    """softmax and log_softmax with their own JVP, so that reverse mode keeps one array of the
+    output's size and not the forward's temporaries.
 
-    With y = softmax(x) and tangent t: dy = y * (t - sum(y * t)); for log_softmax,
-    dy = t - sum(exp(y) * t). Masked entries get a zero tangent (softmax's y is 0 there; for
-    log_softmax it is set), so a masked or fully masked slice stays NaN-free.
+    softmax, with the exps ``e = exp(x - max)`` and ``r = 1 / sum(e)`` per slice (y = e r):
+    dy = r (e t) - e r^2 sum(e t). Written with ``e`` rather than the output ``y``, XLA makes one
+    full-size array of the forward's (the exps, which the sum reads anyway) instead of two:
+    measured under ``jit(grad)``, (256, 32000) float32 9.9 ms against 22.5 ms written with ``y``
+    (jax.nn: 9.9 ms). A slice with nothing to sum (fully masked) has e = 0 and r = 1.
+    log_softmax, from its output: dy = t - sum(exp(y) t) (with ``e``, XLA made the exps in a
+    pass of their own and kept the shifted input too: 3.3x the time). Masked entries get a zero
+    tangent (softmax's e is 0 there; log_softmax's is set), so a masked or fully masked slice
+    stays NaN-free.
     """
     import jax
     import jax.numpy as jnp
@@ -70,12 +78,15 @@ def _differentiated() -> dict[str, Any]:
     xp = _PairwiseNumpy(jnp)
     forward = {name: functools.partial(getattr(reference, name), xp=xp) for name in ("softmax", "log_softmax")}
 
-    def tangent(name: str, y: Any, t: Any, axes: tuple[int, ...], where: Any) -> Any:
-        p = y if name == "softmax" else jnp.exp(y)
-        centred = t - xp.sum(p * t, axes, keepdims=True)
-        if name == "softmax":
-            return y * centred
-        return centred if where is None else jnp.where(where, centred, 0.0)
+    def jvp(name: str, x: Any, t: Any, axes: tuple[int, ...], where: Any) -> tuple[Any, Any]:
+        y = forward[name](x, axes, where)
+        if name == "log_softmax":  # dy = t - sum(p t), p = exp(y): exps made again in the backward's own pass
+            d = t - xp.sum(jnp.exp(y) * t, axes, keepdims=True)
+            return y, d if where is None else jnp.where(where, d, 0.0)
+        # the primal's own exps and sum: XLA computes them once for both
+        e = jnp.exp(reference.shifted(xp, x, axes, where))
+        r = 1 / jnp.maximum(xp.sum(e, axes, keepdims=True), 1.0)  # >= 1 where the slice has a max (its exp is 1)
+        return y, (e * t) * r - e * ((xp.sum(e * t, axes, keepdims=True) * r) * r)  # r kept, not r * r too
 
     def make(name: str) -> tuple[Any, Any]:
         f = forward[name]
@@ -86,8 +97,7 @@ def _differentiated() -> dict[str, Any]:
 
         @plain.defjvp
         def _(axes, primals, tangents):
-            y = f(primals[0], axes)
-            return y, tangent(name, y, tangents[0], axes, None)
+            return jvp(name, primals[0], tangents[0], axes, None)
 
         @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
         def masked(x: Any, axes: tuple[int, ...], where: Any) -> Any:
@@ -96,8 +106,7 @@ def _differentiated() -> dict[str, Any]:
         @masked.defjvp
         def _(axes, primals, tangents):
             x, where = primals
-            y = f(x, axes, where)
-            return y, tangent(name, y, tangents[0], axes, where)
+            return jvp(name, x, tangents[0], axes, where)
 
         return plain, masked
 

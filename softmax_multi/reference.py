@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-__all__ = ["constant_like", "log_softmax", "logsumexp", "logsumexp_from_stats", "quiet", "softmax"]
+__all__ = ["constant_like", "log_softmax", "logsumexp", "logsumexp_from_stats", "quiet", "shifted", "softmax", "split_at_max"]
 
 Array = Any
 
@@ -68,7 +68,7 @@ def softmax(x: Array, axes: tuple[int, ...], where: Array | None = None, *, xp: 
     xp = xp or array_namespace(x)
     if _reduces_nothing(x, axes):
         return x - x  # empty: keeps autograd's graph, where a fresh array would not
-    z = _shifted(xp, x, axes, where)
+    z = shifted(xp, x, axes, where)
     e = xp.exp(z)
     y = e / _sum(xp, e, axes, accurate_sums)
     # A fully masked slice divides 0 by 0 above; masked entries are 0 whatever they computed.
@@ -95,8 +95,8 @@ def log_softmax(
     xp = xp or array_namespace(x)
     if _reduces_nothing(x, axes):
         return x - x
-    z = _shifted(xp, x, axes, where)
-    k, t = _split_at_max(xp, z, axes, accurate_sums)
+    z = shifted(xp, x, axes, where)
+    k, t = split_at_max(xp, z, axes, accurate_sums)
     y = z - xp.log1p((k - 1) + t)
     return y if where is None else xp.where(where, y, constant_like(xp, x, -math.inf))
 
@@ -256,7 +256,7 @@ def _empty_logsumexp(xp: Any, x: Array, axes: tuple[int, ...], return_sign: bool
     return r, s - 1
 
 
-def _shifted(xp: Any, x: Array, axes: tuple[int, ...], where: Array | None) -> Array:
+def shifted(xp: Any, x: Array, axes: tuple[int, ...], where: Array | None) -> Array:
     """``x - max(x)`` over the unmasked entries; masked entries become -inf."""
     if where is not None:
         x = xp.where(where, x, constant_like(xp, x, -math.inf))
@@ -267,7 +267,7 @@ def _shifted(xp: Any, x: Array, axes: tuple[int, ...], where: Array | None) -> A
     return x - xp.maximum(m, constant_like(xp, x, -float(xp.finfo(x.dtype).max)))
 
 
-def _split_at_max(xp: Any, z: Array, axes: tuple[int, ...], accurate: bool) -> tuple[Array, Array]:
+def split_at_max(xp: Any, z: Array, axes: tuple[int, ...], accurate: bool) -> tuple[Array, Array]:
     """``(k, t)`` of ``z = x - max`` over ``axes`` (kept): ``k`` the entries at the max (z = 0,
     whose exp is exactly 1), ``t`` the sum of ``exp(z)`` over the others.
 
