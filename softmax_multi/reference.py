@@ -262,9 +262,9 @@ def shifted(xp: Any, x: Array, axes: tuple[int, ...], where: Array | None) -> Ar
         x = xp.where(where, x, constant_like(xp, x, -math.inf))
     m = _max(xp, x, axes)
     # An all -inf (or fully masked) slice would compute -inf - (-inf) = NaN in the subtraction;
-    # shifting it by the lowest finite number instead leaves exp(-inf) = 0 and the division 0/0
-    # decides. A maximum, not a select: XLA on CPU then fuses the shift into the max's pass.
-    return x - xp.maximum(m, constant_like(xp, x, -float(xp.finfo(x.dtype).max)))
+    # shifting it by 0 instead leaves exp(-inf) = 0 and the division 0/0 decides.
+    m = xp.where(m == -math.inf, constant_like(xp, x, 0.0), m)
+    return x - m
 
 
 def split_at_max(xp: Any, z: Array, axes: tuple[int, ...], accurate: bool) -> tuple[Array, Array]:
@@ -276,8 +276,9 @@ def split_at_max(xp: Any, z: Array, axes: tuple[int, ...], accurate: bool) -> tu
     to ``k``. An entry within ``gap`` (a quarter of an eps) of the max, whose exp rounds to 1, is
     shared between the two, which still add up to its exp. Written so, XLA on CPU fuses each sum
     with the exp into one vectorised pass (a comparison and a select in it made a full-size
-    temporary and a slower loop: 2-3x the time of ``jax.nn.log_softmax``, measured), and on other
-    libraries it is as many elementwise passes as the comparison was.
+    temporary and a slower loop: 2-3x the time of ``jax.nn.log_softmax``, measured). Libraries
+    that run each operation as a pass of its own (NumPy's ufuncs, Dask) make three passes more
+    than with the comparison; the NumPy backend has its own kernels and ufunc path.
     """
     scale = 4 / float(xp.finfo(z.dtype).eps)  # 1 / gap: 2**25 for float32, finite in every dtype
     below = xp.minimum(constant_like(xp, z, 1.0), z * constant_like(xp, z, -scale))
