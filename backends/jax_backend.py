@@ -76,14 +76,20 @@ def _differentiated() -> dict[str, Any]:
     import jax.numpy as jnp
 
     xp = _PairwiseNumpy(jnp)
-    forward = {name: functools.partial(getattr(reference, name), xp=xp) for name in ("softmax", "log_softmax")}
+    # The values alone: the shift by the max unguarded (reference.shifted), which XLA fuses with
+    # the max and the exp; the values are the same.
+    forward = {
+        name: functools.partial(getattr(reference, name), xp=xp, guarded_shift=False) for name in ("softmax", "log_softmax")
+    }
 
     def jvp(name: str, x: Any, t: Any, axes: tuple[int, ...], where: Any) -> tuple[Any, Any]:
-        y = forward[name](x, axes, where)
         if name == "log_softmax":  # dy = t - sum(p t), p = exp(y): exps made again in the backward's own pass
+            y = forward[name](x, axes, where)
             d = t - xp.sum(jnp.exp(y) * t, axes, keepdims=True)
             return y, d if where is None else jnp.where(where, d, 0.0)
-        # the primal's own exps and sum: XLA computes them once for both
+        # the primal's own exps and sum (guarded: 0 on a slice with nothing to sum): XLA computes
+        # them once for both
+        y = reference.softmax(x, axes, where, xp=xp)
         e = jnp.exp(reference.shifted(xp, x, axes, where))
         r = 1 / jnp.maximum(xp.sum(e, axes, keepdims=True), 1.0)  # >= 1 where the slice has a max (its exp is 1)
         return y, (e * t) * r - e * ((xp.sum(e * t, axes, keepdims=True) * r) * r)  # r kept, not r * r too

@@ -56,8 +56,17 @@ def quiet(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @quiet
-def softmax(x: Array, axes: tuple[int, ...], where: Array | None = None, *, xp: Any = None, accurate_sums: bool = True) -> Array:
+def softmax(
+    x: Array,
+    axes: tuple[int, ...],
+    where: Array | None = None,
+    *,
+    xp: Any = None,
+    accurate_sums: bool = True,
+    guarded_shift: bool = True,
+) -> Array:
     """``exp(x - m) / sum(exp(x - m))`` over ``axes``; 0 where ``where`` is False.
+    ``guarded_shift``: as :func:`shifted`'s ``guarded`` (the values do not depend on it).
 
     Examples
     --------
@@ -68,7 +77,7 @@ def softmax(x: Array, axes: tuple[int, ...], where: Array | None = None, *, xp: 
     xp = xp or array_namespace(x)
     if _reduces_nothing(x, axes):
         return x - x  # empty: keeps autograd's graph, where a fresh array would not
-    z = shifted(xp, x, axes, where)
+    z = shifted(xp, x, axes, where, guarded=guarded_shift)
     e = xp.exp(z)
     y = e / _sum(xp, e, axes, accurate_sums)
     # A fully masked slice divides 0 by 0 above; masked entries are 0 whatever they computed.
@@ -77,12 +86,19 @@ def softmax(x: Array, axes: tuple[int, ...], where: Array | None = None, *, xp: 
 
 @quiet
 def log_softmax(
-    x: Array, axes: tuple[int, ...], where: Array | None = None, *, xp: Any = None, accurate_sums: bool = True
+    x: Array,
+    axes: tuple[int, ...],
+    where: Array | None = None,
+    *,
+    xp: Any = None,
+    accurate_sums: bool = True,
+    guarded_shift: bool = True,
 ) -> Array:
     """``x - m - log(sum(exp(x - m)))`` over ``axes``; -inf where ``where`` is False.
 
     At the slice's maximum the value is ``-log1p(rest)``, with ``rest`` the sum over the other
     entries: the loss of a confident, right prediction keeps its relative precision.
+    ``guarded_shift``: as for :func:`softmax`.
 
     Examples
     --------
@@ -95,7 +111,7 @@ def log_softmax(
     xp = xp or array_namespace(x)
     if _reduces_nothing(x, axes):
         return x - x
-    z = shifted(xp, x, axes, where)
+    z = shifted(xp, x, axes, where, guarded=guarded_shift)
     k, t = split_at_max(xp, z, axes, accurate_sums)
     y = z - xp.log1p((k - 1) + t)
     return y if where is None else xp.where(where, y, constant_like(xp, x, -math.inf))
@@ -256,14 +272,22 @@ def _empty_logsumexp(xp: Any, x: Array, axes: tuple[int, ...], return_sign: bool
     return r, s - 1
 
 
-def shifted(xp: Any, x: Array, axes: tuple[int, ...], where: Array | None) -> Array:
-    """``x - max(x)`` over the unmasked entries; masked entries become -inf."""
+def shifted(xp: Any, x: Array, axes: tuple[int, ...], where: Array | None, *, guarded: bool = True) -> Array:
+    """``x - max(x)`` over the unmasked entries; masked entries become -inf.
+
+    ``guarded``: a slice whose max is -inf (all -inf, or fully masked) is shifted by 0, so that
+    its entries stay -inf (exp 0) instead of becoming -inf - (-inf) = NaN. softmax and
+    log_softmax are NaN on such a slice either way (0 / 0, and -inf - (-inf) at the end) and set
+    its masked entries after, so their values do not depend on it; a derivative written with the
+    exps, or a sum of them (logsumexp: -inf there), does. Unguarded, XLA on CPU fuses the max,
+    the shift and the exp into one pass, as in jax.nn.softmax; the select of the guard keeps the
+    max in a pass of its own.
+    """
     if where is not None:
         x = xp.where(where, x, constant_like(xp, x, -math.inf))
     m = _max(xp, x, axes)
-    # An all -inf (or fully masked) slice would compute -inf - (-inf) = NaN in the subtraction;
-    # shifting it by 0 instead leaves exp(-inf) = 0 and the division 0/0 decides.
-    m = xp.where(m == -math.inf, constant_like(xp, x, 0.0), m)
+    if guarded:
+        m = xp.where(m == -math.inf, constant_like(xp, x, 0.0), m)
     return x - m
 
 
