@@ -294,6 +294,20 @@ def wait_change(box, seen, spins):
 
 
 @numba.njit(**_JIT)
+def post_and_join(box, state, spins):
+    """Post new work (box[0] += 1) without the GIL, then spin until a thread has claimed some of it
+    (state[CLAIMED] moved) or failed: True; False after ``spins`` rounds. A worker that sees the
+    post takes the free GIL at once and enters its kernel while the caller waits here; posted while
+    the caller held the GIL, it slept on the GIL until the caller entered its own kernel."""
+    fetch_add(box, 0, 1)
+    for _ in range(spins):
+        if load_acquire(state, CLAIMED) != 0 or load_acquire(state, FAILED):
+            return True
+        spin_pause()
+    return False
+
+
+@numba.njit(**_JIT)
 def wait_done(state, counter, total, spins):
     """Spin until state[counter] reaches total: True; False when another thread failed (state[FAILED])
     or after ``spins`` rounds, so that the caller can yield the core."""
