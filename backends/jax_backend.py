@@ -94,10 +94,12 @@ def _differentiated() -> dict[str, Any]:
             y = forward[name](x, axes, where)
             d = t - xp.sum(jnp.exp(y) * t, axes, keepdims=True)
             return y, jnp.where(where, d, 0.0)
-        # the primal's own exps and sum (guarded: 0 on a slice with nothing to sum): XLA computes
-        # them once for both
-        y = reference.softmax(x, axes, where, xp=xp)
-        e = jnp.exp(reference.shifted(xp, x, axes, where))
+        # the primal's own exps and sum: XLA computes them once for both. Guarded with where= (0 on
+        # a fully masked slice, whose tangent is then 0); unguarded without, where a slice whose
+        # max is -inf is NaN either way
+        guarded = where is not None
+        y = reference.softmax(x, axes, where, xp=xp, guarded_shift=guarded)
+        e = jnp.exp(reference.shifted(xp, x, axes, where, guarded=guarded))
         r = 1 / jnp.maximum(xp.sum(e, axes, keepdims=True), 1.0)  # >= 1 where the slice has a max (its exp is 1)
         return y, (e * t) * r - e * ((xp.sum(e * t, axes, keepdims=True) * r) * r)  # r kept, not r * r too
 
