@@ -182,11 +182,17 @@ os.register_at_fork(after_in_child=_forget_threads)
 
 
 def run(
-    func: int, x: np.ndarray, axes: tuple[int, ...], out: np.ndarray | None = None, min_size: int | None = None
+    func: int,
+    x: np.ndarray,
+    axes: tuple[int, ...],
+    out: np.ndarray | None = None,
+    min_size: int | None = None,
+    parallel_min_size: int | None = None,
 ) -> np.ndarray | None:
     """``func`` (0 softmax, 1 log_softmax, 2 logsumexp with the reduced axes kept) of ``x`` over
     ``axes`` through the kernels, written into ``out`` if given; None, with nothing written, where
-    they do not apply (``min_size``, by default MIN_SIZE: fewer entries than this)."""
+    they do not apply (``min_size``, by default MIN_SIZE: fewer entries than this). The team
+    shares calls of ``parallel_min_size`` entries or more (by default PARALLEL_MIN_SIZE)."""
     if (
         x.size < (MIN_SIZE if min_size is None else min_size)
         or x.dtype.char not in "fd"
@@ -211,7 +217,7 @@ def run(
         y = np.empty_like(x)  # strided, or overlapping x without being x: computed aside, then copied
     else:
         y = out
-    threads = THREADS if x.size >= PARALLEL_MIN_SIZE else 1
+    threads = THREADS if x.size >= (PARALLEL_MIN_SIZE if parallel_min_size is None else parallel_min_size) else 1
     _dispatch(k, func, x.reshape(outer, n, inner), y.reshape(outer, 1 if func == LOGSUMEXP else n, inner), threads)
     if out is not None and y is not out:
         np.copyto(out, y)

@@ -34,6 +34,13 @@ NATIVE_CPU_ROW_LIMIT = 512
 # NATIVE_CPU_ROW_LIMIT): the tensor-to-array views and our dispatch cost a microsecond or two,
 # which a small tensor's whole softmax may not.
 FUSED_CPU_MIN_SIZE = 65536
+# Under autograd the kernels share a forward with the team's worker from this many entries on;
+# below, one thread. Torch's backward follows at once, on torch's own threads and through Python,
+# and a worker just back from its share contends with both (for the cores and the GIL): measured
+# (2 threads, float32, forward + backward, interleaved), (64, 1024) 216-254 us with the worker,
+# 108 us without (native 55-81 us); (128, 4096) 543-558 against 420 us; from (512, 4096) on the
+# worker pays (2 202 against 2 600 us).
+AUTOGRAD_PARALLEL_MIN_SIZE = 1 << 20
 _FUNCS = ("softmax", "log_softmax")
 
 
@@ -119,13 +126,14 @@ def kernels_may_run(x: Any) -> bool:
     )
 
 
-def _fused(func: str, x: Any, dim: int, out: Any = None) -> Any:
+def _fused(func: str, x: Any, dim: int, out: Any = None, parallel_min_size: int | None = None) -> Any:
     """softmax or log_softmax by the fused kernels, on x's own memory (no copy), into out if given."""
     import torch
 
     a = x.detach().numpy()
     kind = fused.SOFTMAX if func == "softmax" else fused.LOG_SOFTMAX
-    y = fused.run(kind, a, (dim % x.ndim,), None if out is None else out.detach().numpy(), min_size=1)
+    o = None if out is None else out.detach().numpy()
+    y = fused.run(kind, a, (dim % x.ndim,), o, min_size=1, parallel_min_size=parallel_min_size)
     if y is None:  # not the kernels' layout after all: torch's kernel, corrected
         with torch.no_grad():
             return (
@@ -144,7 +152,7 @@ def _function() -> Any:
 
         @staticmethod
         def forward(ctx: Any, x: Any, dim: int, func: str) -> Any:
-            y = _fused(func, x, dim)
+            y = _fused(func, x, dim, parallel_min_size=AUTOGRAD_PARALLEL_MIN_SIZE)
             ctx.save_for_backward(y)
             ctx.dim, ctx.func = dim, func
             return y
