@@ -81,9 +81,7 @@ def _differentiated() -> dict[str, Any]:
     xp = _PairwiseNumpy(jnp)
     # The values alone: the shift by the max unguarded (reference.shifted), which XLA fuses with
     # the max and the exp; the values are the same.
-    forward = {
-        name: functools.partial(getattr(reference, name), xp=xp, guarded_shift=False) for name in ("softmax", "log_softmax")
-    }
+    forward = {name: functools.partial(getattr(reference, name), xp=xp, guarded=False) for name in ("softmax", "log_softmax")}
 
     def jvp(name: str, x: Any, t: Any, axes: tuple[int, ...], where: Any) -> tuple[Any, Any]:
         if name == "log_softmax" and where is None:  # dy = t - sum(e t) / sum(e), e = exp(x - max), unguarded
@@ -98,7 +96,7 @@ def _differentiated() -> dict[str, Any]:
         # a fully masked slice, whose tangent is then 0); unguarded without, where a slice whose
         # max is -inf is NaN either way
         guarded = where is not None
-        y = reference.softmax(x, axes, where, xp=xp, guarded_shift=guarded)
+        y = reference.softmax(x, axes, where, xp=xp, guarded=guarded)
         e = jnp.exp(reference.shifted(xp, x, axes, where, guarded=guarded))
         r = 1 / jnp.maximum(xp.sum(e, axes, keepdims=True), 1.0)  # >= 1 where the slice has a max (its exp is 1)
         return y, (e * t) * r - e * ((xp.sum(e * t, axes, keepdims=True) * r) * r)  # r kept, not r * r too

@@ -63,10 +63,10 @@ def softmax(
     *,
     xp: Any = None,
     accurate_sums: bool = True,
-    guarded_shift: bool = True,
+    guarded: bool = True,
 ) -> Array:
     """``exp(x - m) / sum(exp(x - m))`` over ``axes``; 0 where ``where`` is False.
-    ``guarded_shift``: as :func:`shifted`'s ``guarded`` (the values do not depend on it).
+    ``guarded``: as for :func:`shifted` (the values do not depend on it).
 
     Examples
     --------
@@ -77,7 +77,7 @@ def softmax(
     xp = xp or array_namespace(x)
     if _reduces_nothing(x, axes):
         return x - x  # empty: keeps autograd's graph, where a fresh array would not
-    z = shifted(xp, x, axes, where, guarded=guarded_shift)
+    z = shifted(xp, x, axes, where, guarded=guarded)
     e = xp.exp(z)
     y = e / _sum(xp, e, axes, accurate_sums)
     # A fully masked slice divides 0 by 0 above; masked entries are 0 whatever they computed.
@@ -92,13 +92,13 @@ def log_softmax(
     *,
     xp: Any = None,
     accurate_sums: bool = True,
-    guarded_shift: bool = True,
+    guarded: bool = True,
 ) -> Array:
     """``x - m - log(sum(exp(x - m)))`` over ``axes``; -inf where ``where`` is False.
 
     At the slice's maximum the value is ``-log1p(rest)``, with ``rest`` the sum over the other
     entries: the loss of a confident, right prediction keeps its relative precision.
-    ``guarded_shift``: as for :func:`softmax`.
+    ``guarded``: as for :func:`shifted` (the values do not depend on it).
 
     Examples
     --------
@@ -111,7 +111,7 @@ def log_softmax(
     xp = xp or array_namespace(x)
     if _reduces_nothing(x, axes):
         return x - x
-    z = shifted(xp, x, axes, where, guarded=guarded_shift)
+    z = shifted(xp, x, axes, where, guarded=guarded)
     k, t = split_at_max(xp, z, axes, accurate_sums)
     y = z - xp.log1p((k - 1) + t)
     return y if where is None else xp.where(where, y, constant_like(xp, x, -math.inf))
