@@ -37,9 +37,9 @@ FUSED_CPU_MIN_SIZE = 65536
 # Under autograd the kernels share a forward with the team's worker from this many entries on;
 # below, one thread. Torch's backward follows at once, on torch's own threads and through Python,
 # and a worker just back from its share contends with both (for the cores and the GIL): measured
-# (2 threads, float32, forward + backward, interleaved), (64, 1024) 216-254 us with the worker,
-# 108 us without (native 55-81 us); (128, 4096) 543-558 against 420 us; from (512, 4096) on the
-# worker pays (2 202 against 2 600 us).
+# (2 threads, float32, forward + backward, interleaved), (64, 1024) 198-253 us with the worker,
+# 119-134 us without (torch 57-81 us); (128, 4096) 531-691 against 531-545 us; from (512, 4096)
+# on the worker pays (2 202 against 2 600 us, the team against one thread throughout).
 AUTOGRAD_PARALLEL_MIN_SIZE = 1 << 20
 _FUNCS = ("softmax", "log_softmax")
 

@@ -162,13 +162,24 @@ def _residual_bytes(f, x):
 
 
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_gradient_of_a_slice_with_nothing_finite(name):
+    """A slice that is all -inf, unmasked, is NaN, and so is its gradient, as jax.nn's (the JVP
+    shifts it by its max unguarded); the other slices' gradients are jax.nn's."""
+    x = jnp.asarray([[-jnp.inf, -jnp.inf], [0.0, 1.0]])
+    w = jnp.asarray([[1.0, 2.0], [3.0, -1.0]])
+    ours, native = getattr(smx, name), getattr(jax.nn, name)
+    g, g_native = (jax.grad(lambda x, f=f: jnp.sum(f(x) * w))(x) for f in (ours, native))
+    assert jnp.isnan(ours(x)[0]).all() and jnp.isnan(g[0]).all() and jnp.isnan(g_native[0]).all()
+    np.testing.assert_allclose(g[1], g_native[1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 @pytest.mark.parametrize("masked", [False, True], ids=["plain", "where"])
 def test_gradient_keeps_only_the_output(name, masked):
     """Reverse mode saves one array of the output's size (softmax, and log_softmax without where=:
     the exps, and one number per row, 1 / their sum; log_softmax with where=: its output) and,
-    with where=, the mask and one
-    array of zeros; jax.nn saves the forward's temporaries too. The gradients are jax.nn's, and
-    NaN-free with a fully masked row."""
+    with where=, the mask and one array of zeros; jax.nn saves the forward's temporaries too. The
+    gradients are jax.nn's, and NaN-free with a fully masked row."""
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((64, 1000)) * 3, jnp.float32)
     w = jnp.asarray(rng.standard_normal((64, 1000)), jnp.float32)
