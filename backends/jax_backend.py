@@ -84,22 +84,21 @@ def _differentiated() -> dict[str, Any]:
     forward = {name: functools.partial(getattr(reference, name), xp=xp, guarded=False) for name in ("softmax", "log_softmax")}
 
     def jvp(name: str, x: Any, t: Any, axes: tuple[int, ...], where: Any) -> tuple[Any, Any]:
-        if name == "log_softmax" and where is None:  # dy = t - sum(e t) / sum(e), e = exp(x - max), unguarded
-            e = jnp.exp(reference.shifted(xp, x, axes, None, guarded=False))
-            r = 1 / xp.sum(e, axes, keepdims=True)
-            return forward[name](x, axes), t - xp.sum(e * t, axes, keepdims=True) * r
-        if name == "log_softmax":  # dy = t - sum(p t), p = exp(y): exps made again in the backward's own pass
+        if name == "log_softmax" and where is not None:  # dy = t - sum(p t), p = exp(y): exps made again in the backward's pass
             y = forward[name](x, axes, where)
             d = t - xp.sum(jnp.exp(y) * t, axes, keepdims=True)
             return y, jnp.where(where, d, 0.0)
-        # the primal's own exps and sum: XLA computes them once for both. Guarded with where= (0 on
-        # a fully masked slice, whose tangent is then 0); unguarded without, where a slice whose
-        # max is -inf is NaN either way
+        # The exps e = exp(x - max) and r = 1 / sum(e) per slice, which XLA computes once for the
+        # value and the tangent. Guarded with where= (0 on a fully masked slice, whose tangent is
+        # then 0); unguarded without, where a slice whose max is -inf is NaN either way.
         guarded = where is not None
-        y = reference.softmax(x, axes, where, xp=xp, guarded=guarded)
         e = jnp.exp(reference.shifted(xp, x, axes, where, guarded=guarded))
         r = 1 / jnp.maximum(xp.sum(e, axes, keepdims=True), 1.0)  # >= 1 where the slice has a max (its exp is 1)
-        return y, (e * t) * r - e * ((xp.sum(e * t, axes, keepdims=True) * r) * r)  # r kept, not r * r too
+        p_t = xp.sum(e * t, axes, keepdims=True) * r  # sum(p t), p = e r
+        if name == "log_softmax":  # dy = t - sum(p t)
+            return forward[name](x, axes), t - p_t
+        y = reference.softmax(x, axes, where, xp=xp, guarded=guarded)
+        return y, (e * t) * r - e * (p_t * r)  # dy = p t - p sum(p t); r kept, not r * r too
 
     def make(name: str) -> tuple[Any, Any]:
         f = forward[name]
