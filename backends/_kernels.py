@@ -15,10 +15,12 @@ write the result once:
   ``x - block max`` (log_softmax) in the output, still in cache; one more pass multiplies each
   block by ``exp(block max - M) / (K + T)`` or subtracts ``(M - block max) + log1p((K - 1) + T)``.
 
-``exp`` is :func:`softmax_multi.backends._exp.exp_diff`. Sums are taken in float64 (float32
-data) or in vector partial sums of at most ``SUB`` terms per lane combined with Neumaier
-compensation (float64 data), so accuracy does not depend on the slice length. The conformance
-suite checks the result against a long-double oracle.
+``exp`` is :func:`softmax_multi.backends._exp.exp_diff`. float32 sums are taken in the pass
+that computes the exps, as float32 vector partial sums over runs of ``RUN`` entries (rows of at
+least ``FUSED_ROW``; shorter rows in a float64 pass of their own), the runs added in float64;
+float64 sums in vector partial sums of at most ``SUB`` terms per lane combined with Neumaier
+compensation. Either way accuracy does not depend on the slice length. The conformance suite
+checks the result against a long-double oracle.
 
 Every kernel releases the GIL and takes its work from counters it shares with the other threads
 that :mod:`softmax_multi.backends.fused` starts on the same call: a ``state`` array whose
@@ -58,6 +60,14 @@ _SUM = {"reassoc", "nsz", "contract"}
 BLOCK = 8192  # entries per block of the statistics pass, and the longest row done as a chunk (32-64 KiB: in L2)
 CHUNK_ENTRIES = 8192  # entries per chunk of short rows (rows of up to BLOCK): 32-64 KiB, in L1 or L2 between passes
 SUB = 512  # entries per vectorised partial sum of float64 data, combined with compensation
+RUN = 2048  # float32 entries per run summed in float32 vector partial sums (16 lanes: 128 terms each)
+# float32 rows at least this long sum in the pass of their exps (_exp_row32); shorter ones in a
+# pass of its own. Each row's vector sums cost a fixed time to set up and combine (64 entries a
+# round: 16 lanes, 4 partial sums), so the fused pass pays off from here. Measured in cache, one
+# thread, a chunk of 8 192 entries, separate / fused passes in us, softmax and log_softmax:
+# rows of 64: 4.7 / 8.2 and 6.5 / 9.0; 128: 4.2 / 5.5 and 5.7 / 6.1; 256: 4.2 / 4.3 and
+# 5.5 / 4.9; 1 024: 4.1 / 3.2 and 5.6 / 3.8; 8 192: 4.1 / 2.9 and 5.3 / 3.6.
+FUSED_ROW = 256
 MAX_BLOCKS = 8192  # statistics scratch per slice: at most 8192 (m, k, t) triples, 192 KiB
 
 
@@ -136,6 +146,66 @@ def _sum_parts(es, split):
     return k, s + c
 
 
+@numba.njit(fastmath=_SUM, inline="always", **_JIT)
+def _exp_row32(func, xs, m, ys):
+    """(k, t) of the float32 row xs shifted by its max m, as float64, in one pass that also writes
+    ys: softmax the exps, log_softmax ``x - m``, logsumexp nothing. Runs of RUN entries are summed
+    in float32 vector partial sums, the runs' sums in float64. The exps are exp_diff's to the bit:
+    LLVM's fast-math flags belong to each instruction, and exp_diff's keep theirs when inlined
+    into these reassociated sums (``tests/test_numpy_backend.py`` checks it). Inlined by Numba
+    into its two callers, which are compiled with the sums' flags.
+
+    (A float64 sum in the pass of the exps halves its vector width; a pass of its own over stored
+    exps, as float64 data takes, 40 % more: log_softmax, 8 192 entries in cache, 5.2 and 4.1 us
+    against 2.9.)"""
+    f = xs.dtype.type
+    n = xs.shape[0]
+    k = 0.0
+    t = 0.0
+    for a in range(0, n, RUN):
+        xr = xs[a : min(a + RUN, n)]  # a slice, indexed from 0: a loop from a to b does not vectorise
+        yr = ys[a : min(a + RUN, n)]
+        kr = f(0.0)
+        tr = f(0.0)
+        if func == SOFTMAX:
+            for j in range(xr.shape[0]):
+                e = exp_diff(xr[j], m)
+                yr[j] = e
+                tr += e
+        elif func == LOG_SOFTMAX:
+            for j in range(xr.shape[0]):
+                v = xr[j]
+                e = exp_diff(v, m)
+                yr[j] = v - m
+                below = f(e != 1)  # as in _parts
+                tr += e * below
+                kr += f(1.0) - below
+        else:
+            for j in range(xr.shape[0]):
+                e = exp_diff(xr[j], m)
+                below = f(e != 1)
+                tr += e * below
+                kr += f(1.0) - below
+        k += np.float64(kr)
+        t += np.float64(tr)
+    return k, t
+
+
+@numba.njit(fastmath=_SUM, **_JIT)
+def _exp_sums32(func, xs, m, ys):
+    """:func:`_exp_row32` of one block."""
+    wide_vectors()
+    return _exp_row32(func, xs, m, ys)
+
+
+@numba.njit(fastmath=_SUM, **_JIT)
+def _chunk_exp_sums32(func, x, ms, ys, ks, ts):
+    """:func:`_exp_row32` of each row of a chunk of float32 rows."""
+    wide_vectors()
+    for i in range(x.shape[0]):
+        ks[i], ts[i] = _exp_row32(func, x[i], x.dtype.type(ms[i]), ys[i])
+
+
 @numba.njit(**_JIT)
 def block_stats(xs, ys, scratch, func):
     """(m, k, t) of the block xs, keeping in ys what :func:`finish_blocks` needs: softmax the
@@ -149,6 +219,9 @@ def block_stats(xs, ys, scratch, func):
         return np.float64(m), 0.0, 0.0
     if not m < np.inf:
         return np.float64(m), 0.0, np.nan  # +inf or NaN: the slice is NaN, or decided by logsumexp_of
+    if xs.itemsize == 4:
+        k, t = _exp_sums32(func, xs, m, ys)
+        return np.float64(m), k, t
     es = ys if func == SOFTMAX else scratch[: xs.shape[0]]
     if func == LOG_SOFTMAX:
         _exp_shift_into(xs, m, es, ys)
@@ -332,7 +405,7 @@ def rows(func, x, out, state, step):
     n = x.shape[1]
     if n <= BLOCK:
         stats = np.empty((4, step))
-        scratch = np.empty((step, n), x.dtype)
+        scratch = np.empty((step if x.itemsize == 8 or n < FUSED_ROW else 0, n), x.dtype)
     else:
         stats = np.empty((4, min(-(-n // BLOCK), MAX_BLOCKS)))
         scratch = np.empty((1, BLOCK), x.dtype)
@@ -389,7 +462,8 @@ def _chunk_sums(es, ks, ts, split):
     dominant entry keeps its relative precision. Rows of up to BLOCK entries: each of the vector
     partial sums takes few terms. float64 rows go as blocks' do (:func:`_sum_parts`: runs of SUB
     terms, compensated), since float64 has no wider type to sum in: one plain loop over 8 192
-    equal terms was measured 29 eps off."""
+    equal terms was measured 29 eps off. float32 rows of FUSED_ROW entries or more take :func:`_exp_row32`
+    instead, in the pass of their exps."""
     wide_vectors()
     n = es.shape[1]
     if es.itemsize == 8:
@@ -473,25 +547,34 @@ def _chunk(func, x, out, ms, ks, ts, cs, scratch):
     tt = ts[:rows]
     cc = cs[:rows]
     _chunk_max(x, mx)
-    if func == SOFTMAX:
+    if x.itemsize == 4 and x.shape[1] >= FUSED_ROW:
+        _chunk_exp_sums32(func, x, mx, out, kk, tt)
+    elif func == SOFTMAX:
         _chunk_exp(x, mx, out)
         _chunk_sums(out, kk, tt, False)
-        _chunk_constants(func, mx, kk, tt, cc)
-        _chunk_scale(out, cc)
-        return
-    es = scratch[:rows]  # (rows, n): a slice of whole rows keeps it C-contiguous, so the loops vectorise
-    if func == LOG_SOFTMAX:
-        _chunk_exp_shift(x, mx, es, out)
     else:
-        _chunk_exp(x, mx, es)
-    _chunk_sums(es, kk, tt, True)
+        es = scratch[:rows]  # (rows, n): a slice of whole rows keeps it C-contiguous, so the loops vectorise
+        if func == LOG_SOFTMAX:
+            _chunk_exp_shift(x, mx, es, out)
+        else:
+            _chunk_exp(x, mx, es)
+        _chunk_sums(es, kk, tt, True)
     _chunk_constants(func, mx, kk, tt, cc)
-    if func == LOG_SOFTMAX:
+    if func == SOFTMAX:
+        _chunk_scale(out, cc)
+    elif func == LOG_SOFTMAX:
         _chunk_offset(out, cc)
-        return
-    for i in range(rows):
-        m = mx[i]
-        out[i, 0] = m + cc[i] if -np.inf < m < np.inf and tt[i] == tt[i] else logsumexp_of(x[i], m, kk[i], tt[i])
+    else:
+        for i in range(rows):
+            m = mx[i]
+            out[i, 0] = m + cc[i] if -np.inf < m < np.inf and tt[i] == tt[i] else logsumexp_of(x[i], m, kk[i], tt[i])
+
+
+@numba.njit(**_JIT)
+def _chunk_logsumexp(x, out, ms, ks, ts, cs):
+    for i in range(x.shape[0]):
+        m = ms[i]
+        out[i, 0] = m + cs[i] if -np.inf < m < np.inf and ts[i] == ts[i] else logsumexp_of(x[i], m, ks[i], ts[i])
 
 
 @numba.njit(**_JIT)
