@@ -17,7 +17,8 @@ write the result once:
 
 ``exp`` is :func:`softmax_multi.backends._exp.exp_diff`. float32 sums are taken in the pass
 that computes the exps, as float32 vector partial sums over runs of ``RUN`` entries (rows of at
-least ``FUSED_ROW``; shorter rows in a float64 pass of their own), the runs added in float64;
+least ``FUSED_ROW`` entries, ``FUSED_SOFTMAX_ROW`` for softmax; shorter rows in a float32 pass
+of their own), the runs added in float64;
 float64 sums in vector partial sums of at most ``SUB`` terms per lane combined with Neumaier
 compensation. Either way accuracy does not depend on the slice length. The conformance suite
 checks the result against a long-double oracle.
@@ -61,13 +62,15 @@ BLOCK = 8192  # entries per block of the statistics pass, and the longest row do
 CHUNK_ENTRIES = 8192  # entries per chunk of short rows (rows of up to BLOCK): 32-64 KiB, in L1 or L2 between passes
 SUB = 512  # entries per vectorised partial sum of float64 data, combined with compensation
 RUN = 2048  # float32 entries per run summed in float32 vector partial sums (16 lanes: 128 terms each)
-# float32 rows at least this long sum in the pass of their exps (_exp_row32); shorter ones in a
-# pass of its own. Each row's vector sums cost a fixed time to set up and combine (64 entries a
-# round: 16 lanes, 4 partial sums), so the fused pass pays off from here. Measured in cache, one
-# thread, a chunk of 8 192 entries, separate / fused passes in us, softmax and log_softmax:
-# rows of 64: 4.7 / 8.2 and 6.5 / 9.0; 128: 4.2 / 5.5 and 5.7 / 6.1; 256: 4.2 / 4.3 and
-# 5.5 / 4.9; 1 024: 4.1 / 3.2 and 5.6 / 3.8; 8 192: 4.1 / 2.9 and 5.3 / 3.6.
+# float32 rows at least this long sum their exps in the pass that computes them (_exp_row32):
+# log_softmax and logsumexp (two sums), softmax (one). Shorter rows sum in a pass of their own.
+# Each row's vector sums cost a fixed time to set up and combine (64 entries a round: 16 lanes,
+# 4 partial sums), so the fused pass pays off only from some length. Measured, one thread, a
+# chunk's passes over 64 MiB of rows, separate / fused, ms: log_softmax rows of 128: 14.8 / 17.1,
+# 256: 16.3 / 14.9, 1 024: 16.3 / 12.4; softmax rows of 256: 11.2 / 13.1, 512: 10.5 / 11.0,
+# 1 024: 11.2 / 10.9, 8 192: 10.0 / 9.0.
 FUSED_ROW = 256
+FUSED_SOFTMAX_ROW = 1024
 MAX_BLOCKS = 8192  # statistics scratch per slice: at most 8192 (m, k, t) triples, 192 KiB
 
 
@@ -459,10 +462,10 @@ def _chunk_exp(x, ms, es):
 def _chunk_sums(es, ks, ts, split):
     """ts[i] = the sum of row i's exps, or with ``split`` (log_softmax, logsumexp) the sum of those
     below 1, and ks[i] the count of those equal to 1 (the max's own), so that a dominant entry
-    keeps its relative precision. float32 rows here are shorter than FUSED_ROW (longer ones take
-    :func:`_exp_row32`, in the pass of their exps) and are summed in float32: at most 255 terms,
-    in vector partial sums where the row is long enough (measured 3.8 eps at worst on 255 equal
-    terms; float64 sums made the pass 10-15 % slower). float64 rows go as blocks' do
+    keeps its relative precision. float32 rows here are shorter than FUSED_ROW, or
+    FUSED_SOFTMAX_ROW (longer ones take :func:`_exp_row32`, in the pass of their exps), and are
+    summed in float32: at most 1 023 terms, in vector partial sums where the row is long enough
+    (measured: 3.8 eps at worst on 255 equal terms; float64 sums made the pass 10-15 % slower). float64 rows go as blocks' do
     (:func:`_sum_parts`: runs of SUB terms, compensated), since float64 has no wider type to sum
     in: one plain loop over 8 192 equal terms was measured 29 eps off."""
     wide_vectors()
@@ -548,7 +551,7 @@ def _chunk(func, x, out, ms, ks, ts, cs, scratch):
     tt = ts[:rows]
     cc = cs[:rows]
     _chunk_max(x, mx)
-    if x.itemsize == 4 and x.shape[1] >= FUSED_ROW:
+    if x.itemsize == 4 and x.shape[1] >= (FUSED_SOFTMAX_ROW if func == SOFTMAX else FUSED_ROW):
         _chunk_exp_sums32(func, x, mx, out, kk, tt)
     elif func == SOFTMAX:
         _chunk_exp(x, mx, out)
