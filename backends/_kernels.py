@@ -16,11 +16,10 @@ write the result once:
   block by ``exp(block max - M) / (K + T)`` or subtracts ``(M - block max) + log1p((K - 1) + T)``.
 
 ``exp`` is :func:`softmax_multi.backends._exp.exp_diff`. float32 sums are taken in the pass
-that computes the exps, as float32 vector partial sums over runs of ``RUN`` entries (rows of at
-least ``FUSED_ROW`` entries, ``FUSED_SOFTMAX_ROW`` for softmax; shorter rows in a float32 pass
-of their own), the runs added in float64;
-float64 sums in vector partial sums of at most ``SUB`` terms per lane combined with Neumaier
-compensation. Either way accuracy does not depend on the slice length. The conformance suite
+that computes the exps, as float32 vector partial sums over runs of ``RUN`` entries added in
+float64 (rows of at least ``FUSED_ROW`` entries, ``FUSED_SOFTMAX_ROW`` for softmax; shorter
+rows in a float32 pass of their own); float64 sums in vector partial sums of at most ``SUB``
+terms per lane combined with Neumaier compensation. Either way accuracy does not depend on the slice length. The conformance suite
 checks the result against a long-double oracle.
 
 Every kernel releases the GIL and takes its work from counters it shares with the other threads
@@ -175,18 +174,13 @@ def _exp_row32(func, xs, m, ys):
                 e = exp_diff(xr[j], m)
                 yr[j] = e
                 tr += e
-        elif func == LOG_SOFTMAX:
+        else:
             for j in range(xr.shape[0]):
                 v = xr[j]
                 e = exp_diff(v, m)
-                yr[j] = v - m
+                if func == LOG_SOFTMAX:  # loop-invariant: as fast as a loop of its own (measured)
+                    yr[j] = v - m
                 below = f(e != 1)  # as in _parts
-                tr += e * below
-                kr += f(1.0) - below
-        else:
-            for j in range(xr.shape[0]):
-                e = exp_diff(xr[j], m)
-                below = f(e != 1)
                 tr += e * below
                 kr += f(1.0) - below
         k += np.float64(kr)
@@ -465,9 +459,10 @@ def _chunk_sums(es, ks, ts, split):
     keeps its relative precision. float32 rows here are shorter than FUSED_ROW, or
     FUSED_SOFTMAX_ROW (longer ones take :func:`_exp_row32`, in the pass of their exps), and are
     summed in float32: at most 1 023 terms, in vector partial sums where the row is long enough
-    (measured: 3.8 eps at worst on 255 equal terms; float64 sums made the pass 10-15 % slower). float64 rows go as blocks' do
-    (:func:`_sum_parts`: runs of SUB terms, compensated), since float64 has no wider type to sum
-    in: one plain loop over 8 192 equal terms was measured 29 eps off."""
+    (measured: 3.8 eps at worst on 255 equal terms; float64 sums made the pass 10-15 % slower).
+    float64 rows go as blocks' do (:func:`_sum_parts`: runs of SUB terms, compensated), since
+    float64 has no wider type to sum in: one plain loop over 8 192 equal terms was measured 29
+    eps off."""
     wide_vectors()
     n = es.shape[1]
     if es.itemsize == 8:
@@ -572,13 +567,6 @@ def _chunk(func, x, out, ms, ks, ts, cs, scratch):
         for i in range(rows):
             m = mx[i]
             out[i, 0] = m + cc[i] if -np.inf < m < np.inf and tt[i] == tt[i] else logsumexp_of(x[i], m, kk[i], tt[i])
-
-
-@numba.njit(**_JIT)
-def _chunk_logsumexp(x, out, ms, ks, ts, cs):
-    for i in range(x.shape[0]):
-        m = ms[i]
-        out[i, 0] = m + cs[i] if -np.inf < m < np.inf and ts[i] == ts[i] else logsumexp_of(x[i], m, ks[i], ts[i])
 
 
 @numba.njit(**_JIT)
