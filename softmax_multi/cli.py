@@ -330,6 +330,7 @@ def _bench_report(bench: Any, group: str, results: Any, args: argparse.Namespace
         )
         print("both together, and the time until the fused kernels are loaded (they are, in the background, meanwhile)")
         print(_table(["Numba cache", "import", "first call", "import + first call", "kernels ready"], rows))
+        _targets(bench.evaluate_first_call(results))
     else:
         rows = [
             [

@@ -192,3 +192,18 @@ def test_time_interleaved_settles_fast_methods_only():
     assert set(times) == {"fast", "slow"} and times["slow"] >= 0.03 > times["fast"]
     assert calls["slow"] == 1 + 1 + 3  # warm-up, the estimate, one timed call per round: no settling
     assert calls["fast"] > 100  # settled for 20 ms before each of the 3 rounds
+
+
+def test_bench_first_call_report_checks_its_limits(tmp_path, capsys):
+    """A saved first-call run is judged against the limits, import + first call: warm 0.15 s,
+    empty 1.5 s."""
+    import json
+
+    saved = tmp_path / "first.json"
+    results = [["warm", 0.12, 0.04, 0.8], ["empty", 0.09, 0.01, 30.0]]
+    saved.write_text(json.dumps({"group": "first-call", "results": results}))
+    assert cli.main(["bench", "--from-json", str(saved)]) == 0
+    printed = capsys.readouterr().out
+    assert "0.160 s" in printed and "0.100 s" in printed
+    assert "targets: 1 met, 1 missed" in printed
+    assert "Numba cache warm   -     0.160 s   <= 0.15 s  MISSED" in printed

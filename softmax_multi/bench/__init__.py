@@ -39,11 +39,12 @@ from .cases import (
     torch_cases,
 )
 from .report import grid_table, plot_grid, row_table
-from .targets import GRID_TARGETS, JAX_TARGETS, ROW_TARGETS, TORCH_TARGETS, evaluate
+from .targets import FIRST_CALL_LIMITS, GRID_TARGETS, JAX_TARGETS, ROW_TARGETS, TORCH_TARGETS, evaluate, evaluate_first_call
 from .timing import time_interleaved
 
 __all__ = [
     "COPY",
+    "FIRST_CALL_LIMITS",
     "GRID_FUNCS",
     "GRID_SHAPES",
     "GRID_TARGETS",
@@ -53,6 +54,7 @@ __all__ = [
     "TORCH_TARGETS",
     "cases",
     "evaluate",
+    "evaluate_first_call",
     "first_call",
     "grid_case",
     "grid_table",
