@@ -435,11 +435,16 @@ def _row(func, xs, ys, ms, ks, ts, scratch):
 
 @numba.njit(fastmath={"nnan", "nsz", "reassoc"}, **_JIT)
 def _chunk_max(x, ms):
+    """Each row's largest entry. The loop runs over the row as a slice, from 0 (x[i, 0] taken
+    twice): from 1, and indexed in two dimensions, short rows took up to twice as long (best of
+    40 runs, a chunk of 8 192 float32 entries: rows of 8 3.0 against 1.7 us, 32 1.9 against 1.4,
+    128 0.72 against 0.56; float64 rows of 32 1.8 against 1.3; rows of 255 and more the same)."""
     wide_vectors()
     for i in range(x.shape[0]):
-        m = x[i, 0]
-        for j in range(1, x.shape[1]):
-            m = maxnum(m, x[i, j])
+        xr = x[i]
+        m = xr[0]
+        for j in range(xr.shape[0]):
+            m = maxnum(m, xr[j])
         ms[i] = m
 
 
@@ -470,11 +475,12 @@ def _chunk_sums(es, ks, ts, split):
             ks[i], ts[i] = _sum_parts(es[i], split)
         return
     for i in range(es.shape[0]):
+        er = es[i]  # a row slice: 1-6 % quicker than es[i, j] (best of 40, as for _chunk_max)
         t = es.dtype.type(0.0)
         k = es.dtype.type(0.0)
         if split:
             for j in range(n):
-                e = es[i, j]
+                e = er[j]
                 # arithmetic, not a select, so that the loop vectorises; a product, not e - [e == 1],
                 # which reassociation would turn into sum(e) - count and lose the rest again
                 below = es.dtype.type(e != 1)
@@ -482,7 +488,7 @@ def _chunk_sums(es, ks, ts, split):
                 k += 1 - below
         else:
             for j in range(n):
-                t += es[i, j]
+                t += er[j]
         ks[i] = k
         ts[i] = t
 
@@ -532,8 +538,9 @@ def _chunk_offset(ys, cs):
     for i in range(ys.shape[0]):
         c_hi = ys.dtype.type(cs[i])
         c_lo = ys.dtype.type(cs[i] - np.float64(c_hi))
-        for j in range(ys.shape[1]):
-            ys[i, j] = (ys[i, j] - c_hi) - c_lo
+        yr = ys[i]  # a row slice: rows of 32 took 0.8 against 1.0 us a chunk with ys[i, j]
+        for j in range(yr.shape[0]):
+            yr[j] = (yr[j] - c_hi) - c_lo
 
 
 @numba.njit(**_JIT)
