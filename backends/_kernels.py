@@ -19,8 +19,8 @@ write the result once:
 that computes the exps, as float32 vector partial sums over runs of ``RUN`` entries added in
 float64 (rows of at least ``FUSED_ROW`` entries, ``FUSED_SOFTMAX_ROW`` for softmax; shorter
 rows in a float32 pass of their own); float64 sums in vector partial sums of at most ``SUB``
-terms per lane combined with Neumaier compensation. Either way accuracy does not depend on the slice length. The conformance suite
-checks the result against a long-double oracle.
+terms per lane combined with Neumaier compensation. Either way accuracy does not depend on the
+slice length. The conformance suite checks the result against a long-double oracle.
 
 Every kernel releases the GIL and takes its work from counters it shares with the other threads
 that :mod:`softmax_multi.backends.fused` starts on the same call: a ``state`` array whose

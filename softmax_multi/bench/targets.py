@@ -145,6 +145,9 @@ JAX_TARGETS = [
 ]
 
 
+_HEADER = ("target", "case", "peer", "measured", "goal", "")  # of the rows the evaluations return
+
+
 # The first call has no peer: import softmax_multi + its first (1000, 1000) float32 softmax, in
 # seconds, by the state of Numba's cache. Warm, the call cannot wait for Numba (importing it
 # alone takes about 0.3 s): the ufunc path serves it while the kernels load in the background.
@@ -154,7 +157,7 @@ FIRST_CALL_LIMITS = {"warm": 0.15, "empty": 1.5}
 def evaluate_first_call(results: list[list[Any]]) -> list[list[str]]:
     """The rows of :func:`evaluate` for the ``first-call`` group's (cache, import, first call,
     kernels ready) medians: import + first call against FIRST_CALL_LIMITS."""
-    rows = [["target", "case", "peer", "measured", "goal", ""]]
+    rows = [list(_HEADER)]
     for cache, imported, first, _ in results:
         total, limit = imported + first, FIRST_CALL_LIMITS[cache]
         verdict = "met" if total <= limit else "MISSED"
@@ -164,7 +167,7 @@ def evaluate_first_call(results: list[list[Any]]) -> list[list[str]]:
 
 def evaluate(targets: list[Target], results: list[dict[str, Any]], label: Callable[[dict[str, Any]], str]) -> list[list[str]]:
     """A row per (target, case): the figure measured, the goal, and met or MISSED; the header first."""
-    rows = [["target", "case", "peer", "measured", "goal", ""]]
+    rows = [list(_HEADER)]
     for target in targets:
         for r in results:
             if not target.applies(r):
