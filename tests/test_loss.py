@@ -97,10 +97,15 @@ def test_torch_linear_loss_never_holds_the_logits(monkeypatch, rng, reduction, c
     from softmax_multi.backends import torch_loss
 
     tiles = []  # (rows, classes) of every tile of logits made
-    tile, logits = torch_loss._Problem.tile, linear.logits
+    tile, column_tile, logits = torch_loss._Problem.tile, torch_loss._Problem.column_tile, linear.logits
 
     def recorded_tile(self, hb):
         z = tile(self, hb)
+        tiles.append(tuple(z.shape))
+        return z
+
+    def recorded_column_tile(self, hb, c0, c1, buffer):
+        z = column_tile(self, hb, c0, c1, buffer)
         tiles.append(tuple(z.shape))
         return z
 
@@ -110,6 +115,7 @@ def test_torch_linear_loss_never_holds_the_logits(monkeypatch, rng, reduction, c
         return z
 
     monkeypatch.setattr(torch_loss._Problem, "tile", recorded_tile)
+    monkeypatch.setattr(torch_loss._Problem, "column_tile", recorded_column_tile)
     monkeypatch.setattr(linear, "logits", recorded_logits)
     h = torch.tensor(rng.standard_normal((9, 4)), requires_grad=True)
     weight = torch.tensor(rng.standard_normal((13, 4)), requires_grad=True)
@@ -129,11 +135,14 @@ def test_torch_linear_loss_never_holds_the_logits(monkeypatch, rng, reduction, c
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("kernels", [True, False], ids=["kernels read the tiles", "torch reads the tiles"])
-def test_torch_linear_loss_of_whole_rows_by_kernels_and_by_torch(monkeypatch, rng, kernels, dtype, reduction):
+@pytest.mark.parametrize("v", [11, 600], ids=["11 classes", "600 classes"])
+def test_torch_linear_loss_of_whole_rows_by_kernels_and_by_torch(monkeypatch, rng, v, kernels, dtype, reduction):
     """Tiles of whole rows (blocks of 5 rows, each product in parts of 2 rows at most), their
     statistics read by the fused kernels or by torch's operations, against the long-double oracle:
     masked classes, class weights (one of them 0), smoothing, a bias, ignored and out-of-range
-    targets and a row of NaN (its loss NaN); the gradients, where every loss is finite."""
+    targets and a row of NaN (its loss NaN); the gradients, where every loss is finite. Of 600
+    classes, the forward of "none" reads tiles of 11 rows and 272, 272 and 56 classes (the
+    backward's, :func:`softmax_multi.linear.column_plan`), their statistics merged."""
     import torch
 
     from softmax_multi.backends import fused, torch_loss
@@ -144,7 +153,7 @@ def test_torch_linear_loss_of_whole_rows_by_kernels_and_by_torch(monkeypatch, rn
     monkeypatch.setattr(fused, "row_stats", lambda z, w=None: read.append(z.shape) or row_stats(z, w))
     if not kernels:
         monkeypatch.setattr(torch_loss, "_kernels_read", lambda *args: False)
-    n, d, v = 12, 6, 11
+    n, d = 12, 6
     h_np = (rng.standard_normal((n, d)) * 0.8).astype(dtype)
     w_np = (rng.standard_normal((v, d)) * 0.8).astype(dtype)
     b_np = rng.standard_normal(v).astype(dtype)
@@ -175,7 +184,8 @@ def test_torch_linear_loss_of_whole_rows_by_kernels_and_by_torch(monkeypatch, rn
         oracle.assert_close(got[keep], exact(bad_h, bad_y)[1][keep], dtype, log_scale=True)
     else:
         assert np.isnan(got)
-    assert len(read) == (3 if kernels else 0), read  # blocks of 5, 5 and 2 rows
+    wide_none = v > 256 and reduction == "none"  # blocks of 11 and 1 rows, 3 chunks each; else 5, 5 and 2 rows
+    assert len(read) == (0 if not kernels else 6 if wide_none else 3), read
 
     loss = ours(*tensors, y_np)
     z, expected = exact(h_np, y_np)
