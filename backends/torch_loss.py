@@ -354,7 +354,8 @@ def _column_forward(p: _Problem) -> tuple[Any, Any]:
         r1 = min(r0 + rows, n_rows)
         hb = h[r0:r1].detach().to(p.compute)
         tg = loss.read_target(p.xp, p.y[r0:r1], n_classes, p.ignore_index)
-        st = total = None
+        st: Any = None
+        total: Any = None
         for c0 in range(0, n_classes, cols):
             c1 = min(c0 + cols, n_classes)
             z = p.column_tile(hb, c0, c1, p.buffer)
@@ -362,7 +363,9 @@ def _column_forward(p: _Problem) -> tuple[Any, Any]:
             z_y = torch.where(here, z.gather(1, torch.where(here, tg.safe - c0, 0)), 0.0).to(torch.float64)
             live, gaps = (None if a is None else a[c0:c1] for a in (cl.live, p.gaps))
             chunk = _stats_by_kernels(z, z_y, live, gaps)
-            w_chunk = p.row_weights[c0:c1].sum(dtype=torch.float64) if p.eps else torch.zeros((), dtype=torch.float64)
+            w_chunk = torch.zeros((), dtype=torch.float64)  # the chunk's weight taking part, for smoothing
+            if p.row_weights is not None:
+                w_chunk = p.row_weights[c0:c1].sum(dtype=torch.float64)
             if st is None:
                 st, total = chunk, w_chunk
             else:
