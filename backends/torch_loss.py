@@ -8,10 +8,9 @@ gradient); with ``"sum"`` and ``"mean"`` each tile's gradient goes into ``dh``, 
 ``db`` in the forward pass (three matrix products in all, as the naive loss), with ``"none"`` the
 forward keeps each row's statistics and the backward recomputes the tiles (four); there, where
 the kernels read the tiles, the forward's tiles are the backward's, every row by a chunk of
-classes (:func:`_column_forward`). Where a row of
-classes does not fit ``chunk_size`` the classes are chunked too, through
-:mod:`softmax_multi.linear`, and the backward recomputes. On CPU tiles, outside torch.compile,
-the fused kernels read each tile once for its rows' statistics
+classes (:func:`_column_forward`). Where a row of classes does not fit ``chunk_size`` the
+classes are chunked too, through :mod:`softmax_multi.linear`, and the backward recomputes. On
+CPU tiles, outside torch.compile, the fused kernels read each tile once for its rows' statistics
 (:func:`softmax_multi.backends.fused.row_stats`), where torch's own operations would take six
 passes over it and a second tile.
 """
