@@ -144,9 +144,12 @@ class _Problem:
                 gaps = w.to(torch.float64)
                 self.gaps = (gaps if self.cl.live is None else gaps.masked_fill(~self.cl.live, math.nan)).numpy()
 
-    def blocks(self) -> Any:
-        for r0 in range(0, self.h.shape[0], self.rows):
-            r1 = min(r0 + self.rows, self.h.shape[0])
+    def blocks(self, rows: int | None = None) -> Any:
+        """(r0, r1, the rows of h in the compute dtype, their targets) of each block of ``rows``
+        rows (by default the plan's)."""
+        rows = rows or self.rows
+        for r0 in range(0, self.h.shape[0], rows):
+            r1 = min(r0 + rows, self.h.shape[0])
             tg = loss.read_target(self.xp, self.y[r0:r1], self.weight.shape[0], self.ignore_index)
             yield r0, r1, self.h[r0:r1].detach().to(self.compute), tg
 
@@ -172,6 +175,21 @@ class _Problem:
         if self.cl.bias is None:
             return torch.mm(hb, self.weight[c0:c1].t(), out=z)
         return torch.addmm(self.cl.bias[c0:c1], hb, self.weight[c0:c1].t(), out=z)
+
+    def chunk_stats(self, xp: Any, hb: Any, tg: Any, ch: Any, eps: float, compute: Any, accurate: bool = True) -> Any:
+        """:func:`softmax_multi.linear.chunk_stats` by the kernels: the statistics of the tile of
+        the rows ``hb`` and the chunk of classes ``ch`` (made in the buffer, read once), in float64
+        so that the chunks merge in it; the chunk's total weight taking part; no tile (it is
+        rewritten by the next chunk's)."""
+        import torch
+
+        c0, c1 = ch.start, ch.start + ch.weight.shape[0]
+        z = self.column_tile(hb, c0, c1, self.buffer)
+        here = (tg.safe >= c0) & (tg.safe < c1)  # the rows whose target lies among these classes
+        z_y = torch.where(here, z.gather(1, torch.where(here, tg.safe - c0, 0)), 0.0).to(torch.float64)
+        st = _stats_by_kernels(z, z_y, ch.live, None if self.gaps is None else self.gaps[c0:c1])
+        total = torch.tensor(float(c1 - c0), dtype=torch.float64) if ch.w_live is None else ch.w_live.sum(dtype=torch.float64)
+        return st, total, None
 
     def stats(self, hb: Any, tg: Any, exp: bool = True) -> tuple[Any, Any]:
         """The row block's statistics and, for whole rows, the tile rewritten to ``exp(z - m)``
@@ -315,10 +333,7 @@ def _column_backward(p: _Problem, st: Any, g: Any) -> tuple[Any, Any, Any]:
     dh = torch.zeros(h.shape, dtype=p.compute, device=h.device)
     d_weight = (torch.empty if one_block else torch.zeros)(weight.shape, dtype=p.compute, device=h.device)
     d_bias = torch.zeros(n_classes, dtype=p.compute, device=h.device) if cl.bias is not None else None
-    for r0 in range(0, n_rows, rows):
-        r1 = min(r0 + rows, n_rows)
-        hb = h[r0:r1].detach().to(p.compute)
-        tg = loss.read_target(p.xp, p.y[r0:r1], n_classes, p.ignore_index)
+    for r0, r1, hb, tg in p.blocks(rows):
         block = loss.IndexStats(*(a[r0:r1] for a in st))
         for c0 in range(0, n_classes, cols):
             c1 = min(c0 + cols, n_classes)
@@ -339,39 +354,19 @@ def _column_backward(p: _Problem, st: Any, g: Any) -> tuple[Any, Any, Any]:
 def _column_forward(p: _Problem) -> tuple[Any, Any]:
     """``"none"``'s forward where the kernels read the tiles: (per-example losses, each row's
     statistics), from tiles of many rows and a chunk of classes (:func:`softmax_multi.linear.column_plan`,
-    as the backward recomputes them), each read once by the kernels and the chunks' statistics
-    merged in float64. Products of every row by a chunk run nearer the BLAS's peak than products of
-    a block of rows by every class: measured (N=4096, D=1024, V=32000, float32, 2 threads, best of
-    3), h @ W.T by chunks of 2 048 classes 1.66 s, by blocks of 262 rows 2.50 s."""
+    as the backward recomputes them), each read once by the kernels (:meth:`_Problem.chunk_stats`)
+    and the chunks' statistics merged in float64. Products of every row by a chunk run nearer the
+    BLAS's peak than products of a block of rows by every class: measured (N=4096, D=1024,
+    V=32000, float32, 2 threads, best of 3), h @ W.T by chunks of 2 048 classes 1.66 s, by blocks
+    of 262 rows 2.50 s."""
     import torch
 
-    h, weight, cl = p.h, p.weight, p.cl
-    n_rows, n_classes = h.shape[0], weight.shape[0]
-    rows, cols = linear.column_plan(n_rows, n_classes, p.chunk_size)
+    rows, cols = linear.column_plan(p.h.shape[0], p.weight.shape[0], p.chunk_size)
     losses, kept = [], []
-    for r0 in range(0, n_rows, rows):
-        r1 = min(r0 + rows, n_rows)
-        hb = h[r0:r1].detach().to(p.compute)
-        tg = loss.read_target(p.xp, p.y[r0:r1], n_classes, p.ignore_index)
-        st: Any = None
-        total: Any = None
-        for c0 in range(0, n_classes, cols):
-            c1 = min(c0 + cols, n_classes)
-            z = p.column_tile(hb, c0, c1, p.buffer)
-            here = (tg.safe >= c0) & (tg.safe < c1)  # the rows whose target lies among these classes
-            z_y = torch.where(here, z.gather(1, torch.where(here, tg.safe - c0, 0)), 0.0).to(torch.float64)
-            live, gaps = (None if a is None else a[c0:c1] for a in (cl.live, p.gaps))
-            chunk = _stats_by_kernels(z, z_y, live, gaps)
-            w_chunk = torch.zeros((), dtype=torch.float64)  # the chunk's weight taking part, for smoothing
-            if p.row_weights is not None:
-                w_chunk = p.row_weights[c0:c1].sum(dtype=torch.float64)
-            if st is None:
-                st, total = chunk, w_chunk
-            else:
-                st, total = loss.merge_index_stats(p.xp, st, chunk, total, w_chunk), total + w_chunk
-        assert st is not None  # n_classes > 0, checked by the caller
+    for _, _, hb, tg in p.blocks(rows):
+        st, _ = linear.block_stats(p.xp, hb, tg, p.weight, p.cl, p.eps, cols, p.compute, stats=p.chunk_stats)
         st = loss.IndexStats(*(a.to(p.compute) for a in st))
-        losses.append(linear.block_loss(p.xp, st, tg, cl, p.eps)[0])
+        losses.append(linear.block_loss(p.xp, st, tg, p.cl, p.eps)[0])
         kept.append(st)
     return torch.cat(losses), loss.IndexStats(*(torch.cat(parts) for parts in zip(*kept)))
 
