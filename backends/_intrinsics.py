@@ -14,7 +14,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["fetch_add", "load_acquire", "maxnum", "spin_pause", "wide_vectors"]
+__all__ = ["address", "fetch_add", "load_acquire", "maxnum", "spin_pause", "wide_vectors"]
 
 
 @intrinsic
@@ -27,6 +27,16 @@ def maxnum(typingctx, a, b):
         return builder.call(builder.module.declare_intrinsic("llvm.maxnum", [t], ir.FunctionType(t, [t, t])), args)
 
     return a(a, b), codegen
+
+
+@intrinsic
+def address(typingctx, a):
+    """The integer ``a`` as a pointer, for ``numba.carray``: the arrays a task names by address."""
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(types.voidptr))
+
+    return types.voidptr(a), codegen
 
 
 @intrinsic

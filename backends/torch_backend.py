@@ -34,12 +34,15 @@ NATIVE_CPU_ROW_LIMIT = 512
 # NATIVE_CPU_ROW_LIMIT): the tensor-to-array views and our dispatch cost a microsecond or two,
 # which a small tensor's whole softmax may not.
 FUSED_CPU_MIN_SIZE = 65536
-# Under autograd the kernels share a forward with the team's worker from this many entries on;
-# below, one thread. Torch's backward follows at once, on torch's own threads and through Python,
-# and a worker just back from its share contends with both (for the cores and the GIL): measured
+# Under autograd, where the kernels run on their own team (not on torch's OpenMP threads: see
+# fused._OpenMP), they share a forward with the team's worker from this many entries on; below,
+# one thread. Torch's backward follows at once, on torch's own threads and through Python, and a
+# worker just back from its share contends with both (for the cores and the GIL): measured
 # (2 threads, float32, forward + backward, interleaved), (64, 1024) 198-253 us with the worker,
 # 119-134 us without (torch 57-81 us); (128, 4096) 531-691 against 531-545 us; from (512, 4096)
-# on the worker pays (2 202 against 2 600 us, the team against one thread throughout).
+# on the worker pays (2 202 against 2 600 us, the team against one thread throughout). On torch's
+# threads the forward is shared from fused.PARALLEL_MIN_SIZE as elsewhere: (128, 4096) 584 us,
+# against 685 us on one thread (torch 484 us).
 AUTOGRAD_PARALLEL_MIN_SIZE = 1 << 20
 _FUNCS = ("softmax", "log_softmax")
 
@@ -152,7 +155,8 @@ def _function() -> Any:
 
         @staticmethod
         def forward(ctx: Any, x: Any, dim: int, func: str) -> Any:
-            y = _fused(func, x, dim, parallel_min_size=AUTOGRAD_PARALLEL_MIN_SIZE)
+            own_team = fused.openmp_threads() is None
+            y = _fused(func, x, dim, parallel_min_size=AUTOGRAD_PARALLEL_MIN_SIZE if own_team else None)
             ctx.save_for_backward(y)
             ctx.dim, ctx.func = dim, func
             return y

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -164,6 +166,48 @@ def test_cpu_tensors_run_the_fused_kernels_on_their_memory():
             out = torch.empty_like(x)
             assert f(x, out=out) is out
             np.testing.assert_array_equal(out.numpy(), y.numpy())
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="finds PyTorch's OpenMP runtime in /proc/self/maps")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernels_run_on_torchs_openmp_threads(dtype, rng, monkeypatch):
+    """With PyTorch imported, the kernels' row work runs as tasks on PyTorch's OpenMP team (all
+    of its threads take part), with the same bits as on the kernels' own team, torch's thread
+    setting respected."""
+    from softmax_multi.backends import fused
+
+    k = fused.wait_ready()
+    omp = fused._openmp()
+    assert omp is not None and omp.max_threads() == torch.get_num_threads()
+    x = (rng.standard_normal((300, 700)) * 5).astype(dtype)
+    x[7] = -np.inf
+    x[8, 3] = np.nan
+    joined = []
+    real = fused._run_task
+    monkeypatch.setattr(fused, "_run_task", lambda *args: joined.append(real(*args)) or joined[-1])
+    ws = rng.random(700)
+    ws[::5] = np.nan
+    on_torch = [fused.run(func, x, (1,), parallel_min_size=1) for func in (k.SOFTMAX, k.LOG_SOFTMAX, k.LOGSUMEXP)]
+    on_torch += [fused.row_stats(x), fused.row_stats(x, ws)]
+    assert joined == [min(fused.THREADS, torch.get_num_threads())] * 5
+    np.testing.assert_array_equal(smx.softmax(torch.from_numpy(x)).numpy(), on_torch[0])  # a tensor's call too
+    assert len(joined) == 6
+    monkeypatch.setattr(fused, "_openmp", lambda: None)
+    on_ours = [fused.run(func, x, (1,), parallel_min_size=1) for func in (k.SOFTMAX, k.LOG_SOFTMAX, k.LOGSUMEXP)]
+    on_ours += [fused.row_stats(x), fused.row_stats(x, ws)]
+    assert len(joined) == 6
+    for a, b in zip(on_torch, on_ours):
+        np.testing.assert_array_equal(a, b)
+    oracle.assert_close(on_torch[0], oracle.softmax(x, (1,)), np.dtype(dtype).name)
+    oracle.assert_close(on_torch[1], oracle.log_softmax(x, (1,)), np.dtype(dtype).name, log_scale=True)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        monkeypatch.setattr(fused, "_openmp", lambda: omp)
+        np.testing.assert_array_equal(fused.run(k.SOFTMAX, x, (1,), parallel_min_size=1), on_ours[0])
+        assert joined[-1] == 1
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
