@@ -27,9 +27,8 @@ that :mod:`softmax_multi.backends.fused` starts on the same call: a ``state`` ar
 entries ``CLAIMED``, ``DONE``, ``DONE_2`` and ``FAILED`` count claimed items, finished items (two
 phases for a long row) and failed threads. A thread waits only for items another running thread
 has claimed, never for one that has not started, so any number of threads may join late, or not
-at all, and none can deadlock. The same kernels also run as *tasks* (:func:`task`):
-a C function that OpenMP threads (another library's, such as PyTorch's) call
-with the address of a ``task`` array naming the kernel, its arrays' addresses and shapes.
+at all, and none can deadlock. The same kernels also run as *tasks* on other threads
+(:mod:`._tasks`).
 
 Non-finite slices take the same answers as the ufunc path: a slice whose max is not finite, or
 whose sum is NaN, is all NaN (softmax, log_softmax), and logsumexp gives its max (``-inf`` for
@@ -44,7 +43,7 @@ import numba
 import numpy as np
 
 from ._exp import EXP_FLAGS, exp_diff, log1p_f64
-from ._intrinsics import address, fetch_add, load_acquire, maxnum, spin_pause, wide_vectors
+from ._intrinsics import fetch_add, load_acquire, maxnum, spin_pause, wide_vectors
 
 # The function a kernel computes: an argument of every kernel, a constant inside them.
 SOFTMAX, LOG_SOFTMAX, LOGSUMEXP = 0, 1, 2
@@ -847,38 +846,3 @@ def row_stats(x, ws, out, state, step):
             out[0, i], out[1, i], out[2, i] = m, k, t
             out[3, i] = _gaps(x[i], ws, m if -np.inf < m < np.inf else 0.0) if ws.shape[0] else 0.0
         fetch_add(state, DONE, r1 - r0)
-
-
-# --- tasks: the kernels as C functions, for threads outside Python ---------------------------
-
-# A task is an int64 array: which kernel, and the addresses and shapes of its arrays. The threads
-# of an OpenMP team call :func:`task` with its address, each taking work from the counters of its
-# ``state`` as the kernels' own threads do, and add one to JOINED.
-ROWS_TASK, ROW_STATS_TASK = 0, 1
-KIND, FUNC, ITEMSIZE, X, OUT, N_ROWS, N_COLS, OUT_COLS, STATE, STEP, WEIGHTS, N_WEIGHTS, JOINED = range(13)
-TASK_SIZE = 13
-
-
-@numba.njit(**_JIT)
-def _task(task, x, out):
-    """Run the task's kernel on x and out (rows: out of x's dtype; row statistics: float64)."""
-    fetch_add(task, JOINED, 1)
-    state = numba.carray(address(task[STATE]), (STATE_SIZE,), np.int64)
-    if task[KIND] == ROWS_TASK:
-        rows(task[FUNC], x, out, state, task[STEP])
-    else:
-        stats = numba.carray(address(task[OUT]), (4, task[N_ROWS]), np.float64)
-        ws = numba.carray(address(task[WEIGHTS]), (task[N_WEIGHTS],), np.float64)
-        row_stats(x, ws, stats, state, task[STEP])
-
-
-@numba.cfunc(numba.types.void(numba.types.voidptr), **_JIT)
-def task(data):
-    """The task at address ``data``: rows of float32 (``ITEMSIZE`` 4) or float64."""
-    fields = numba.carray(data, (TASK_SIZE,), np.int64)
-    x, out = address(fields[X]), address(fields[OUT])
-    shape, out_shape = (fields[N_ROWS], fields[N_COLS]), (fields[N_ROWS], fields[OUT_COLS])
-    if fields[ITEMSIZE] == 4:
-        _task(fields, numba.carray(x, shape, np.float32), numba.carray(out, out_shape, np.float32))
-    else:
-        _task(fields, numba.carray(x, shape, np.float64), numba.carray(out, out_shape, np.float64))

@@ -75,8 +75,8 @@ _loading: threading.Thread | None = None
 _off = False  # Numba missing, unusable, or SOFTMAX_MULTI_FUSED=off
 _the_team: _Team | None = None
 _team_pid = 0
-_omp: _OpenMP | None = None  # PyTorch's OpenMP runtime, once found
-_omp_sought = False  # looked for it (in a process that had imported PyTorch)
+_omp: _OpenMP | None = None  # PyTorch's OpenMP runtime, once found and the tasks loaded
+_omp_loading: threading.Thread | None = None  # looking for it (started once PyTorch is imported)
 
 
 def kernels() -> ModuleType | None:
@@ -94,13 +94,16 @@ def kernels() -> ModuleType | None:
 
 
 def wait_ready(timeout: float | None = None) -> ModuleType | None:
-    """Load the kernels now (or wait for the background load); None when they are off."""
+    """Load the kernels now (or wait for the background load); None when they are off. Where
+    PyTorch is imported, wait for the tasks that run them on its threads too (:func:`_openmp`)."""
     if _module is None and not _off:
         thread = _loading
         if thread is not None and thread.is_alive():
             thread.join(timeout)
         else:
             _load()
+    if _module is not None and _openmp() is None and _omp_loading is not None:
+        _omp_loading.join(timeout)
     return _module
 
 
@@ -131,7 +134,7 @@ def _load() -> None:
 
 # The kernels inline code from these modules too, but Numba's cache checks only the file that
 # defines each cached function (_kernels.py): a change to another one must drop the cache itself.
-_KERNEL_SOURCES = ("_kernels.py", "_exp.py", "_intrinsics.py")
+_KERNEL_SOURCES = ("_kernels.py", "_exp.py", "_intrinsics.py", "_tasks.py")
 
 
 def _forget_stale_cache() -> None:
@@ -147,7 +150,7 @@ def _forget_stale_cache() -> None:
     try:
         if stamp.exists() and stamp.read_text() == digest:
             return
-        for old in cache.glob("_kernels.*.nb[ic]"):
+        for old in (*cache.glob("_kernels.*.nb[ic]"), *cache.glob("_tasks.*.nb[ic]")):
             old.unlink()
         cache.mkdir(exist_ok=True)
         stamp.write_text(digest)
@@ -177,9 +180,11 @@ def _warm(k: ModuleType) -> None:
 
 def _forget_threads() -> None:
     """A forked child inherits the team and a loading thread as objects, not as threads."""
-    global _the_team, _loading, _lock
+    global _the_team, _loading, _lock, _omp_loading
     _the_team = None
     _loading = None
+    if _omp is None:
+        _omp_loading = None
     _lock = threading.Lock()
 
 
@@ -242,7 +247,7 @@ def row_stats(x: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray | 
     ws = np.empty(0) if weights is None else weights
     threads = THREADS if x.size >= PARALLEL_MIN_SIZE else 1
     step = max(1, CHUNK // max(x.shape[1], 1))
-    task = (k.ROW_STATS_TASK, 0, x, out, 0, step, ws)
+    task = ("row_stats", 0, x, out, 0, step, ws)
     _share(threads, lambda state, _: k.row_stats(x, ws, out, state, step), x.shape[0], task=task)
     return out
 
@@ -293,7 +298,7 @@ def _dispatch(k: ModuleType, func: int, x3: np.ndarray, y3: np.ndarray, threads:
     x2, y2 = x3.reshape(outer, n), y3.reshape(outer, -1)
     if outer >= ROWS_PER_THREAD * threads or outer % threads == 0 or n * threads < CHUNK:
         step = max(1, k.CHUNK_ENTRIES // max(n, 1))  # rows per claim: a chunk of about CHUNK_ENTRIES entries
-        task = (k.ROWS_TASK, func, x2, y2, y2.shape[1], step, None)
+        task = ("rows", func, x2, y2, y2.shape[1], step, None)
         _share(threads, lambda state, _: k.rows(func, x2, y2, state, step), outer, task=task)
     else:  # a few long rows: each one shared
         for i in range(outer):
@@ -339,7 +344,7 @@ def _share(
     k = _module if _module is not None else _import_kernels()
     state = np.zeros(k.STATE_SIZE, np.int64)
     if threads > 1 and task is not None and (omp := _openmp()) is not None:
-        _run_task(omp, k, state, threads, *task)
+        _run_task(omp, state, threads, *task)
         return
     team = _team(k) if threads > 1 else None
     if team is None or not team.busy.acquire(blocking=False):
@@ -416,11 +421,11 @@ class _OpenMP:
     right after such an operation, found its core taken by a spinning thread: measured (2 cores,
     float32 softmax with out=, interleaved with torch.softmax), (2048, 1000) 1 629 us on our team
     against 785 us on torch's threads (torch 851 us); (512, 4096) 1 014 against 781 us. So where
-    PyTorch has loaded its runtime, the kernels run as tasks (C functions, without the GIL) on its
-    threads: one team for both libraries, as many threads as PyTorch uses.
+    PyTorch has loaded its runtime, the kernels run as tasks (:mod:`._tasks`: a C function, without
+    the GIL) on its threads: one team for both libraries, as many threads as PyTorch uses.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, tasks: ModuleType):
         import ctypes
 
         lib = ctypes.CDLL(path)  # the library already loaded: the same handle, the same threads
@@ -429,6 +434,7 @@ class _OpenMP:
         self.parallel.restype = None
         self.max_threads = lib.omp_get_max_threads
         self.max_threads.restype = ctypes.c_int
+        self.tasks, self.task = tasks, tasks.task.address
 
 
 def openmp_threads() -> int | None:
@@ -439,31 +445,45 @@ def openmp_threads() -> int | None:
 
 
 def _openmp() -> _OpenMP | None:
-    """The OpenMP runtime of the PyTorch imported in this process, if any (Linux); never imports it."""
-    global _omp, _omp_sought
-    if _omp_sought:
+    """PyTorch's OpenMP runtime with the tasks loaded, once PyTorch is imported in this process
+    (Linux); never imports PyTorch. The first call that finds PyTorch starts loading the tasks in
+    the background (as :func:`kernels` does the kernels: on that call with SOFTMAX_MULTI_FUSED=wait),
+    and the kernels' own team serves calls until they are ready."""
+    global _omp_loading
+    if _omp is not None or _omp_loading is not None:
         return _omp
     torch = sys.modules.get("torch")
     where = getattr(torch, "__file__", None)
     if where is None or not hasattr(torch, "get_num_threads"):
         return None  # not imported, or still importing: looked for again on a later call
-    _omp_sought = True
-    with contextlib.suppress(Exception):  # not Linux, no OpenMP build, or not the GNU runtime
-        home = os.path.dirname(os.path.realpath(where)) + os.sep
+    with _lock:
+        if _omp_loading is None:
+            _omp_loading = threading.Thread(target=_load_openmp, args=(where,), name="softmax-multi-openmp", daemon=True)
+            _omp_loading.start()
+    if os.environ.get(LOAD_ENV) == "wait":
+        _omp_loading.join()
+    return _omp
+
+
+def _load_openmp(torch_file: str) -> None:
+    """Find the GNU OpenMP runtime loaded from PyTorch's own folder and load the tasks for it."""
+    global _omp
+    with contextlib.suppress(Exception):  # not Linux, no OpenMP build, not the GNU runtime: our team
+        home = os.path.dirname(os.path.realpath(torch_file)) + os.sep
         with open("/proc/self/maps") as maps:
             loaded = {line.split()[-1] for line in maps if line.rstrip().endswith((".so", ".so.1"))}
         paths = sorted(p for p in loaded if os.path.basename(p).startswith("libgomp") and os.path.realpath(p).startswith(home))
         if len(paths) == 1:
-            _omp = _OpenMP(paths[0])
-    return _omp
+            from . import _tasks
+
+            _omp = _OpenMP(paths[0], _tasks)
 
 
 def _run_task(
     omp: _OpenMP,
-    k: ModuleType,
     state: np.ndarray,
     threads: int,
-    kind: int,
+    kind: str,
     func: int,
     x: np.ndarray,
     out: np.ndarray,
@@ -472,17 +492,18 @@ def _run_task(
     weights: np.ndarray | None,
 ) -> int:
     """Run a kernel as a task on up to ``threads`` of the OpenMP team (as many as it has):
-    ``kind`` (ROWS_TASK, ROW_STATS_TASK), the function, the 2-D C-contiguous x, out, out's columns
+    ``kind`` ("rows" or "row_stats"), the function, the 2-D C-contiguous x, out, out's columns
     (rows of out), rows per claim, the row statistics' weights. The number of threads that took part."""
-    task = np.zeros(k.TASK_SIZE, np.int64)
-    task[k.KIND], task[k.FUNC], task[k.ITEMSIZE] = kind, func, x.itemsize
-    task[k.X], task[k.OUT] = x.ctypes.data, out.ctypes.data
-    task[k.N_ROWS], task[k.N_COLS], task[k.OUT_COLS], task[k.STEP] = x.shape[0], x.shape[1], out_cols, step
-    task[k.STATE] = state.ctypes.data
+    t = omp.tasks
+    task = np.zeros(t.TASK_SIZE, np.int64)
+    task[t.KIND], task[t.FUNC], task[t.ITEMSIZE] = t.ROWS_TASK if kind == "rows" else t.ROW_STATS_TASK, func, x.itemsize
+    task[t.X], task[t.OUT] = x.ctypes.data, out.ctypes.data
+    task[t.N_ROWS], task[t.N_COLS], task[t.OUT_COLS], task[t.STEP] = x.shape[0], x.shape[1], out_cols, step
+    task[t.STATE] = state.ctypes.data
     if weights is not None:
-        task[k.WEIGHTS], task[k.N_WEIGHTS] = weights.ctypes.data, weights.shape[0]
-    omp.parallel(k.task.address, task.ctypes.data, max(1, min(threads, omp.max_threads())), 0)  # without the GIL
-    return int(task[k.JOINED])
+        task[t.WEIGHTS], task[t.N_WEIGHTS] = weights.ctypes.data, weights.shape[0]
+    omp.parallel(omp.task, task.ctypes.data, max(1, min(threads, omp.max_threads())), 0)  # without the GIL
+    return int(task[t.JOINED])
 
 
 def _team(k: ModuleType) -> _Team | None:

@@ -177,6 +177,8 @@ def test_kernels_run_on_torchs_openmp_threads(dtype, rng, monkeypatch):
     from softmax_multi.backends import fused
 
     k = fused.wait_ready()
+    fused._openmp()  # starts loading the tasks, if no call has yet
+    fused._omp_loading.join(120)
     omp = fused._openmp()
     assert omp is not None and omp.max_threads() == torch.get_num_threads()
     x = (rng.standard_normal((300, 700)) * 5).astype(dtype)

@@ -107,6 +107,10 @@ def with_threads(n: int, f: Callable[[], object]) -> Callable[[], object]:
 def _torch_methods(func: str, x: np.ndarray, ours: Callable[..., Any]) -> Methods:
     import torch
 
+    from ..backends import fused
+
+    fused.wait_ready()  # with PyTorch imported: the tasks that run the kernels on its threads too
+
     t = torch.from_numpy(x)  # shares x's memory: no copy
     out = torch.empty_like(t)
     m: Methods = {"smx[torch]": with_threads(TORCH_THREADS, lambda: ours(t, axis=-1))}
@@ -172,6 +176,9 @@ def _row_methods(func: str, rows: int, n: int, dtype: str, compiled: bool) -> Me
     if _has("torch"):
         import torch
 
+        from ..backends import fused
+
+        fused.wait_ready()  # with PyTorch imported: the tasks that run the kernels on its threads too
         t, o = torch.from_numpy(x), torch.from_numpy(out)
         native = getattr(torch, func)
         m[f"torch.{func} out=, {TORCH_THREADS} threads"] = with_threads(TORCH_THREADS, lambda: native(t, -1, out=o))
@@ -238,7 +245,9 @@ def torch_cases(threads: int = TORCH_THREADS) -> dict[str, Methods]:
     import torch
 
     from .._api import softmax
+    from ..backends import fused
 
+    fused.wait_ready()  # with PyTorch imported: the tasks that run the kernels on its threads too
     cases: dict[str, Methods] = {}
     for shape in TORCH_SHAPES:
         x = torch.randn(shape) * 3
