@@ -77,6 +77,7 @@ _the_team: _Team | None = None
 _team_pid = 0
 _omp: _OpenMP | None = None  # PyTorch's OpenMP runtime, once found and the tasks loaded
 _omp_loading: threading.Thread | None = None  # looking for it (started once PyTorch is imported)
+_omp_forked = False  # a forked child: never on the OpenMP runtime (see _forget_threads)
 
 
 def kernels() -> ModuleType | None:
@@ -179,12 +180,14 @@ def _warm(k: ModuleType) -> None:
 
 
 def _forget_threads() -> None:
-    """A forked child inherits the team and a loading thread as objects, not as threads."""
-    global _the_team, _loading, _lock, _omp_loading
+    """A forked child inherits the team and a loading thread as objects, not as threads; and
+    PyTorch's OpenMP runtime there still counts its parent's threads, so that a parallel region
+    waits for them forever (measured: a child's softmax of (400, 5000) hung): the child's calls
+    stay on the kernels' own team."""
+    global _the_team, _loading, _lock, _omp, _omp_loading, _omp_forked
     _the_team = None
     _loading = None
-    if _omp is None:
-        _omp_loading = None
+    _omp, _omp_loading, _omp_forked = None, None, True
     _lock = threading.Lock()
 
 
@@ -446,11 +449,11 @@ def openmp_threads() -> int | None:
 
 def _openmp() -> _OpenMP | None:
     """PyTorch's OpenMP runtime with the tasks loaded, once PyTorch is imported in this process
-    (Linux); never imports PyTorch. The first call that finds PyTorch starts loading the tasks in
+    (Linux; not in a forked child); never imports PyTorch. The first call that finds PyTorch starts loading the tasks in
     the background (as :func:`kernels` does the kernels: on that call with SOFTMAX_MULTI_FUSED=wait),
     and the kernels' own team serves calls until they are ready."""
     global _omp_loading
-    if _omp is not None or _omp_loading is not None:
+    if _omp is not None or _omp_loading is not None or _omp_forked:
         return _omp
     torch = sys.modules.get("torch")
     where = getattr(torch, "__file__", None)

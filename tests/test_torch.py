@@ -212,6 +212,38 @@ def test_kernels_run_on_torchs_openmp_threads(dtype, rng, monkeypatch):
         torch.set_num_threads(threads)
 
 
+FORK_SCRIPT = """
+import multiprocessing, numpy as np, torch, softmax_multi as smx
+from softmax_multi.backends import fused
+
+def child(x):
+    return smx.softmax(x), fused.openmp_threads()
+
+if __name__ == "__main__":
+    x = np.random.default_rng(0).standard_normal((400, 5000)).astype(np.float32)
+    fused.wait_ready()
+    mine = smx.softmax(x)
+    assert fused.openmp_threads() == torch.get_num_threads() > 1  # on torch's threads here
+    torch.softmax(torch.from_numpy(x), -1)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        theirs, threads = pool.apply_async(child, (x,)).get(timeout=60)
+    assert np.array_equal(mine, theirs) and threads is None
+    print("ok")
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork, and PyTorch's OpenMP runtime found in /proc/self/maps")
+def test_a_forked_child_leaves_torchs_openmp_threads():
+    """A child forked after the kernels ran on PyTorch's OpenMP threads computes on the kernels'
+    own team: there, the runtime still counts its parent's threads and would wait for them."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, SOFTMAX_MULTI_FUSED="wait")
+    run = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True, timeout=180, env=env)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]
+
+
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 def test_cpu_tensors_under_autograd_run_the_kernels_forward_and_torch_backward(name, rng):
     """The fused kernels forward (accurate), torch's own backward; gradcheck in float64."""
