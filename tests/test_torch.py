@@ -239,7 +239,10 @@ def test_a_forked_child_leaves_torchs_openmp_threads():
     import os
     import subprocess
 
-    env = dict(os.environ, SOFTMAX_MULTI_FUSED="wait")
+    # distributed's LocalCluster (tests/test_dask.py) leaves OMP_NUM_THREADS=1 in this process's
+    # environment, which would give the child's PyTorch one thread
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env["SOFTMAX_MULTI_FUSED"] = "wait"
     run = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True, timeout=180, env=env)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]
 
