@@ -205,9 +205,29 @@ def _chunk_exp_sums32(func, x, ms, ys, ks, ts):
 
 
 @numba.njit(**_JIT)
+def in_place(x, out):
+    """Is ``out`` x's own memory? Then a loop that reads x and writes out must read a copy:
+    LLVM vectorises such a loop only behind a run-time check that the two arrays are apart, and
+    takes its scalar version where they overlap (measured, 16 MiB of rows in place, before the
+    copies: 3-6x slower, and float32 sums in another order, so other bits)."""
+    return x.ctypes.data == out.ctypes.data
+
+
+@numba.njit(**_JIT)
 def block_stats(xs, ys, scratch, func):
     """(m, k, t) of the block xs, keeping in ys what :func:`finish_blocks` needs: softmax the
-    exps, log_softmax ``x - m``, logsumexp nothing (scratch holds the exps then)."""
+    exps, log_softmax ``x - m``, logsumexp nothing (scratch[0] holds the exps then). ``scratch``
+    has two rows of at least the block's length; where ys is xs (in place), the block is read
+    from a copy in the second."""
+    if func != LOGSUMEXP and in_place(xs, ys):
+        copy = scratch[1, : xs.shape[0]]
+        copy[:] = xs
+        return _block_stats(copy, ys, scratch[0], func)
+    return _block_stats(xs, ys, scratch[0], func)
+
+
+@numba.njit(**_JIT)
+def _block_stats(xs, ys, scratch, func):
     m = _max(xs)
     if m == -np.inf:  # an all -inf block adds nothing
         if func == SOFTMAX:
@@ -401,21 +421,28 @@ def rows(func, x, out, state, step):
     The scratch is allocated here, once per thread and call: each array argument costs the call
     half a microsecond in Numba's dispatcher, more than this allocation does."""
     n = x.shape[1]
+    copied = in_place(x, out)  # each chunk (or block) read from a copy: see in_place
     if n <= BLOCK:
         stats = np.empty((4, step))
         scratch = np.empty((step if x.itemsize == 8 or n < FUSED_ROW else 0, n), x.dtype)
+        copy = np.empty((step if copied else 0, n), x.dtype)
     else:
         stats = np.empty((4, min(-(-n // BLOCK), MAX_BLOCKS)))
-        scratch = np.empty((1, BLOCK), x.dtype)
+        scratch = np.empty((2, block_size(n, stats.shape[1])), x.dtype)
+        copy = scratch[:0]
     while True:
         r0, r1 = _claim(state, CLAIMED, step, x.shape[0])
         if r0 >= r1:
             return
-        if n <= BLOCK:
+        if n <= BLOCK and copied:
+            c = copy[: r1 - r0]
+            c[:] = out[r0:r1]
+            _chunk(func, c, out[r0:r1], stats[0], stats[1], stats[2], stats[3], scratch)
+        elif n <= BLOCK:
             _chunk(func, x[r0:r1], out[r0:r1], stats[0], stats[1], stats[2], stats[3], scratch)
         else:
             for i in range(r0, r1):
-                _row(func, x[i], out[i], stats[0], stats[1], stats[2], scratch.reshape(-1))
+                _row(func, x[i], out[i], stats[0], stats[1], stats[2], scratch)
         fetch_add(state, DONE, r1 - r0)
 
 
@@ -631,22 +658,24 @@ def columns(func, x, out, state, step, width):
     """The same along the middle axis of the 3-D x (outer, n, inner), ``step`` tiles at a time."""
     ms = np.empty(width)
     ss = np.empty(3 * width)
+    copy = np.empty(width if func != LOGSUMEXP and in_place(x, out) else 0, x.dtype)
     tiles = x.shape[0] * -(-x.shape[2] // width)
     while True:
         t0, t1 = _claim(state, CLAIMED, step, tiles)
         if t0 >= t1:
             return
-        _columns(func, x, out, t0, t1, width, ms, ss)
+        _columns(func, x, out, t0, t1, width, ms, ss, copy)
         fetch_add(state, DONE, t1 - t0)
 
 
 @numba.njit(fastmath=EXP_FLAGS, **_JIT)
-def _columns(func, x, out, t0, t1, width, ms, ss):
+def _columns(func, x, out, t0, t1, width, ms, ss, copy):
     """columns() over tiles t0..t1.
 
     A tile is ``width`` adjacent columns of one outer index; its max and compensated sum are kept
     per column in ms[:width] and ss (k, t and the compensation of t, ``width`` each), each pass
-    reading rows of ``width`` contiguous entries.
+    reading rows of ``width`` contiguous entries. In place (``copy`` not empty: see
+    :func:`in_place`), the last pass reads each row of the tile from a copy.
     """
     n = x.shape[1]
     inner = x.shape[2]
@@ -690,13 +719,24 @@ def _columns(func, x, out, t0, t1, width, ms, ss):
         if func == LOGSUMEXP:
             continue
         for r in range(n):
-            for j in range(w):
-                v = x[o, r, j0 + j]
-                mj = x.dtype.type(m[j])
-                if func == SOFTMAX:
-                    out[o, r, j0 + j] = exp_diff(v, mj) * x.dtype.type(t[j])
-                else:
-                    out[o, r, j0 + j] = np.float64(v - mj) - t[j]
+            if copy.shape[0]:
+                row = copy[:w]
+                row[:] = x[o, r, j0:j1]
+                _finish_columns(func, row, out[o, r, j0:j1], m, t)
+            else:
+                _finish_columns(func, x[o, r, j0:j1], out[o, r, j0:j1], m, t)
+
+
+@numba.njit(fastmath=EXP_FLAGS, inline="always", **_JIT)
+def _finish_columns(func, xs, ys, m, t):
+    """One row of a tile of columns: softmax or log_softmax from the columns' max m and constant t."""
+    for j in range(xs.shape[0]):
+        v = xs[j]
+        mj = xs.dtype.type(m[j])
+        if func == SOFTMAX:
+            ys[j] = exp_diff(v, mj) * xs.dtype.type(t[j])
+        else:
+            ys[j] = np.float64(v - mj) - t[j]
 
 
 # --- logsumexp with weights (SciPy's b=): two passes over each row of x and b ------------------
@@ -836,7 +876,7 @@ def row_stats(x, ws, out, state, step):
     n = x.shape[1]
     nb = max(1, min(-(-n // BLOCK), MAX_BLOCKS))
     ms, ks, ts = np.empty(nb), np.empty(nb), np.empty(nb)
-    scratch = np.empty(BLOCK, x.dtype)
+    scratch = np.empty((1, block_size(n, nb)), x.dtype)
     while True:
         r0, r1 = _claim(state, CLAIMED, step, x.shape[0])
         if r0 >= r1:

@@ -321,7 +321,7 @@ def _long_row(k: ModuleType, func: int, row: np.ndarray, res: np.ndarray, thread
     taken = np.zeros(claims, np.int64)
 
     def part(state: np.ndarray, caller: bool) -> None:
-        scratch = np.empty(k.BLOCK, row.dtype)
+        scratch = np.empty((2, block), row.dtype)  # a block's exps, and its copy where res is row (in place)
         while not (
             done := k.long_row(func, row, res, state, step, block, ms, ks, ts, cms, cks, cts, scratch, taken, caller, SPINS)
         ):
