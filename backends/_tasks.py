@@ -22,6 +22,7 @@ from ._kernels import _JIT, STATE_SIZE, row_stats, rows
 ROWS_TASK, ROW_STATS_TASK = 0, 1
 KIND, FUNC, ITEMSIZE, X, OUT, N_ROWS, N_COLS, OUT_COLS, STATE, STEP, WEIGHTS, N_WEIGHTS, JOINED = range(13)
 TASK_SIZE = 13
+STATE_OFFSET = 8 * TASK_SIZE  # where a task's fields are followed by its state: the state's offset in bytes
 
 
 @numba.njit(**_JIT)

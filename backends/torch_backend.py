@@ -133,18 +133,31 @@ def _fused(func: str, x: Any, dim: int, out: Any = None, parallel_min_size: int 
     """softmax or log_softmax by the fused kernels, on x's own memory (no copy), into out if given."""
     import torch
 
-    a = x.detach().numpy()
     kind = fused.SOFTMAX if func == "softmax" else fused.LOG_SOFTMAX
-    o = None if out is None else out.detach().numpy()
-    y = fused.run(kind, a, (dim % x.ndim,), o, min_size=1, parallel_min_size=parallel_min_size)
-    if y is None:  # not the kernels' layout after all: torch's kernel, corrected
-        with torch.no_grad():
-            return (
+    y = torch.empty_like(x) if out is None else out
+    if (
+        dim == x.ndim - 1
+        and parallel_min_size is None
+        and (out is None or out is x or _apart(x, out))
+        and fused.rows_at(kind, x.data_ptr(), y.data_ptr(), x.numel(), x.shape[-1], x.element_size())
+    ):
+        return y  # on torch's threads, from the tensors' addresses: no NumPy views to make
+    a, o = x.detach().numpy(), y.detach().numpy()
+    if fused.run(kind, a, (dim % x.ndim,), o, min_size=1, parallel_min_size=parallel_min_size) is None:
+        with torch.no_grad():  # not the kernels' layout after all (empty): torch's kernel, corrected
+            y = (
                 _corrected(getattr(torch, func)(x, dim), dim)
                 if func == "softmax"
                 else _REFERENCE[func](x, (dim % x.ndim,), xp=_namespace())
             )
-    return out if out is not None else torch.from_numpy(y)
+        return _written(y, out)
+    return y
+
+
+def _apart(a: Any, b: Any) -> bool:
+    """Do the contiguous tensors a and b share no memory?"""
+    start_a, start_b = a.data_ptr(), b.data_ptr()
+    return start_a + a.nbytes <= start_b or start_b + b.nbytes <= start_a
 
 
 def _function() -> Any:

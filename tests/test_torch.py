@@ -186,7 +186,7 @@ def test_kernels_run_on_torchs_openmp_threads(dtype, rng, monkeypatch):
     x[8, 3] = np.nan
     joined = []
     real = fused._run_task
-    monkeypatch.setattr(fused, "_run_task", lambda *args: joined.append(real(*args)) or joined[-1])
+    monkeypatch.setattr(fused, "_run_task", lambda *args, **kw: joined.append(real(*args, **kw)) or joined[-1])
     ws = rng.random(700)
     ws[::5] = np.nan
     on_torch = [fused.run(func, x, (1,), parallel_min_size=1) for func in (k.SOFTMAX, k.LOG_SOFTMAX, k.LOGSUMEXP)]
@@ -210,6 +210,44 @@ def test_kernels_run_on_torchs_openmp_threads(dtype, rng, monkeypatch):
         assert joined[-1] == 1
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="finds PyTorch's OpenMP runtime in /proc/self/maps")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_tensors_on_torchs_threads_skip_numpy_views(name, dtype, monkeypatch):
+    """On PyTorch's OpenMP threads, a CPU tensor's rows run from its address, without NumPy views
+    (fused.rows_at): into a new tensor, into out=, in place; an out= that overlaps x without
+    being x is computed aside, through NumPy, as before. The same bits as the NumPy backend's."""
+    from softmax_multi.backends import fused
+
+    fused.wait_ready()
+    fused._openmp()  # starts loading the tasks, if no call has yet
+    fused._omp_loading.join(120)
+    assert fused.openmp_threads() == min(fused.THREADS, torch.get_num_threads()) > 1
+    f = getattr(smx, name)
+    buf = torch.randn(300 * 700 + 1, dtype=dtype) * 5
+    x = buf[1:].view(300, 700)
+    x[7] = -torch.inf
+    x[8, 3] = torch.nan
+    x0 = x.clone()
+    expected = f(x.numpy())
+    twice = f(expected)
+    real_run = fused.run
+    with monkeypatch.context() as m:
+        m.setattr(fused, "run", lambda *args, **kw: pytest.fail("went through NumPy views"))
+        np.testing.assert_array_equal(f(x).numpy(), expected)
+        out = torch.full_like(x, torch.nan)
+        assert f(x, out=out) is out
+        np.testing.assert_array_equal(out.numpy(), expected)
+        torch.testing.assert_close(x, x0, equal_nan=True, rtol=0, atol=0)  # never the input
+        assert f(out, out=out) is out  # in place
+        np.testing.assert_array_equal(out.numpy(), twice)
+    used = []
+    monkeypatch.setattr(fused, "run", lambda *args, **kw: used.append(1) or real_run(*args, **kw))
+    shifted = buf[:-1].view(300, 700)  # overlaps x, one entry before it
+    assert f(x, out=shifted) is shifted and used
+    np.testing.assert_array_equal(shifted.numpy(), expected)
 
 
 FORK_SCRIPT = """
