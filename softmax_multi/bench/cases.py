@@ -93,6 +93,17 @@ def numpy_expression(func: str, x: np.ndarray) -> np.ndarray:
     return x - m - s if func == "log_softmax" else (m + s)[..., 0]
 
 
+def torch_ready() -> Any:
+    """PyTorch, imported, with the fused kernels ready to run on its OpenMP threads (they load in
+    the background once a call finds PyTorch imported): timed calls run as a program's later ones."""
+    import torch
+
+    from ..backends import fused
+
+    fused.wait_ready()
+    return torch
+
+
 def with_threads(n: int, f: Callable[[], object]) -> Callable[[], object]:
     """``f`` with torch set to ``n`` threads first (each method keeps its own setting)."""
     import torch
@@ -105,12 +116,7 @@ def with_threads(n: int, f: Callable[[], object]) -> Callable[[], object]:
 
 
 def _torch_methods(func: str, x: np.ndarray, ours: Callable[..., Any]) -> Methods:
-    import torch
-
-    from ..backends import fused
-
-    fused.wait_ready()  # with PyTorch imported: the tasks that run the kernels on its threads too
-
+    torch = torch_ready()
     t = torch.from_numpy(x)  # shares x's memory: no copy
     out = torch.empty_like(t)
     m: Methods = {"smx[torch]": with_threads(TORCH_THREADS, lambda: ours(t, axis=-1))}
@@ -174,11 +180,7 @@ def _row_methods(func: str, rows: int, n: int, dtype: str, compiled: bool) -> Me
         COPY: lambda: np.copyto(sink, x),
     }
     if _has("torch"):
-        import torch
-
-        from ..backends import fused
-
-        fused.wait_ready()  # with PyTorch imported: the tasks that run the kernels on its threads too
+        torch = torch_ready()
         t, o = torch.from_numpy(x), torch.from_numpy(out)
         native = getattr(torch, func)
         m[f"torch.{func} out=, {TORCH_THREADS} threads"] = with_threads(TORCH_THREADS, lambda: native(t, -1, out=o))
@@ -202,8 +204,7 @@ def overhead_cases() -> dict[str, Methods]:
         "numpy (10,) float64": {"smx": lambda: softmax(x), "plain NumPy expression": lambda: numpy_expression("softmax", x)}
     }
     if _has("torch"):
-        import torch
-
+        torch = torch_ready()
         t = torch.from_numpy(x.astype(np.float32))
         cases["torch (10,) float32"] = {"smx": lambda: softmax(t), "torch.softmax": lambda: torch.softmax(t, -1)}
     if _has("jax"):
@@ -242,12 +243,9 @@ TORCH_SHAPES = [
 def torch_cases(threads: int = TORCH_THREADS) -> dict[str, Methods]:
     """PyTorch float32 softmax on CPU: the backend (``smx``) against torch's own kernel, allocating,
     with ``out=``, and forward + backward under autograd."""
-    import torch
-
     from .._api import softmax
-    from ..backends import fused
 
-    fused.wait_ready()  # with PyTorch imported: the tasks that run the kernels on its threads too
+    torch = torch_ready()
     cases: dict[str, Methods] = {}
     for shape in TORCH_SHAPES:
         x = torch.randn(shape) * 3

@@ -76,14 +76,14 @@ def _inputs(n: int, d: int, v: int, seed: int = 0) -> tuple[np.ndarray, np.ndarr
 
 def torch_methods(n: int, d: int, v: int, reduction: str) -> dict[str, Callable[[], Any]]:
     """Forward and backward of each method; each call returns (loss, dh, dW)."""
-    import torch
     import torch.nn.functional as F
 
     import softmax_multi as smx
-    from softmax_multi.backends import fused
 
+    from .cases import torch_ready
+
+    torch = torch_ready()
     torch.set_num_threads(THREADS)
-    fused.wait_ready()  # with PyTorch imported: the tasks that run the kernels on its threads too
     h_np, w_np, y_np, g_np = _inputs(n, d, v)
     h, w, y, g = (torch.from_numpy(a) for a in (h_np, w_np, y_np, g_np))
     losses: dict[str, Callable[[Any, Any], Any]] = {
