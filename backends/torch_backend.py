@@ -62,16 +62,21 @@ def log_softmax(x: Any, axes: tuple[int, ...], where: Any = None, out: Any = Non
 
 
 def _run(func: str, x: Any, axes: tuple[int, ...], where: Any, out: Any) -> Any:
-    import torch
+    # torch is imported where it is needed: on a small tensor the import statement alone is a
+    # tenth of the microsecond this function may add to torch's own softmax
+    if out is not None:
+        import torch
 
-    if out is not None and torch.is_grad_enabled() and (x.requires_grad or out.requires_grad):
-        # torch's out= variants silently drop the graph; refuse rather than lose the gradient.
-        raise TypeError(f"{func}: out= cannot take part in autograd (x or out requires grad); call {func} without out=")
+        if torch.is_grad_enabled() and (x.requires_grad or out.requires_grad):
+            # torch's out= variants silently drop the graph; refuse rather than lose the gradient.
+            raise TypeError(f"{func}: out= cannot take part in autograd (x or out requires grad); call {func} without out=")
     if where is not None or len(axes) != 1:
         return _written(_REFERENCE[func](x, axes, where, xp=_namespace()), out)
     dim = axes[0]
     if func == "softmax" and (not x.is_cpu or (x.numel() < FUSED_CPU_MIN_SIZE and x.shape[dim] <= NATIVE_CPU_ROW_LIMIT)):
         return x.softmax(dim) if out is None else torch.softmax(x, dim, out=out)  # accurate as it is
+    import torch
+
     if _fusible(x, out):
         if x.requires_grad and torch.is_grad_enabled():
             return _FusedFunction.apply(x, dim, func)
