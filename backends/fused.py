@@ -306,7 +306,7 @@ def _dispatch(k: ModuleType, func: int, x3: np.ndarray, y3: np.ndarray, threads:
         return
     x2, y2 = x3.reshape(outer, n), y3.reshape(outer, -1)
     if _by_rows(outer, n, threads):
-        step = max(1, k.CHUNK_ENTRIES // max(n, 1))  # rows per claim: a chunk of about CHUNK_ENTRIES entries
+        step = _rows_step(k, n)
 
         def on_openmp(omp: _OpenMP, threads: int) -> None:
             addresses = {"x": x2.ctypes.data, "out": y2.ctypes.data}
@@ -337,8 +337,13 @@ def rows_at(func: int, x: int, out: int, size: int, n: int, itemsize: int) -> bo
     rows = size // n
     if not _by_rows(rows, n, THREADS):
         return False
-    _run_task(omp, THREADS, omp.tasks.ROWS_TASK, func, itemsize, rows, n, n, max(1, k.CHUNK_ENTRIES // n), x=x, out=out)
+    _run_task(omp, THREADS, omp.tasks.ROWS_TASK, func, itemsize, rows, n, n, _rows_step(k, n), x=x, out=out)
     return True
+
+
+def _rows_step(k: ModuleType, n: int) -> int:
+    """Rows of n entries per claim of the rows kernel: a chunk of about CHUNK_ENTRIES entries."""
+    return max(1, k.CHUNK_ENTRIES // max(n, 1))
 
 
 def _long_row(k: ModuleType, func: int, row: np.ndarray, res: np.ndarray, threads: int) -> None:
